@@ -1,0 +1,79 @@
+"""Check registry.
+
+A check is a pure function ``f(ref: Snapshot, cur: Snapshot, *, seed: int, **params)
+-> list[Finding]``.  Register it with ``@register("name")``; its keyword parameters
+(with defaults) are the keys a rule may set under ``params:``, so an unknown key is
+caught when the rules are loaded, not when the check runs.  ``needs`` names extra
+embedding views (``"prompt"``, ``"response"``) the check reads from ``Snapshot.views``;
+the pipeline embeds those only when an enabled rule needs them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from auditor.types import Finding, Snapshot
+
+CheckFn = Callable[..., list[Finding]]
+
+# Modules whose import registers checks.  Add a module here when you add a family.
+_FAMILIES: tuple[str, ...] = (
+    "auditor.checks.drift",
+    "auditor.checks.clusters",
+    "auditor.checks.triggers",
+    "auditor.checks.duplicates",
+    "auditor.checks.flips",
+    "auditor.checks.support",
+)
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    name: str
+    func: CheckFn
+    needs: frozenset[str]
+    defaults: Mapping[str, Any]
+    description: str
+
+    def run(self, ref: Snapshot, cur: Snapshot, *, seed: int, params: Mapping[str, Any]) -> list[Finding]:
+        return list(self.func(ref, cur, seed=seed, **params))
+
+
+_REGISTRY: dict[str, CheckSpec] = {}
+
+
+def register(name: str, *, needs: tuple[str, ...] = ()) -> Callable[[CheckFn], CheckFn]:
+    def deco(func: CheckFn) -> CheckFn:
+        sig = inspect.signature(func)
+        defaults = {
+            p.name: p.default
+            for p in sig.parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != "seed"
+        }
+        doc = inspect.getdoc(func) or ""
+        _REGISTRY[name] = CheckSpec(
+            name=name,
+            func=func,
+            needs=frozenset(needs),
+            defaults=defaults,
+            description=doc.split("\n\n")[0].replace("\n", " "),
+        )
+        return func
+
+    return deco
+
+
+def registry() -> Mapping[str, CheckSpec]:
+    """All registered checks (imports the check families on first call)."""
+    for mod in _FAMILIES:
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as err:
+            # a family still being written must not break the others
+            if err.name != mod:
+                raise
+    return dict(_REGISTRY)

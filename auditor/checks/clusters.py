@@ -1,0 +1,404 @@
+"""Cluster enrichment: which regions of embedding space the current batch over- or under-selects.
+
+Method (one file to open to change "how a cluster is judged enriched"):
+
+1. Cluster the union of reference and current embeddings with spherical k-means at several
+   resolutions (see :func:`resolutions`), so a coarse k does not swallow a small selected
+   group and a fine k does not split a large one.  The clustering never sees which input a
+   record came from.
+2. Because the partition is label-blind, under the null hypothesis (the two inputs are
+   exchangeable samples of one population) the number of current records in a cluster of
+   size ``t`` is hypergeometric given the margins, so a one-sided Fisher exact test per
+   cluster and direction is exact.  Clusters too small to ever reach significance are
+   skipped before testing: size is a label-blind filter (Bourgon et al. 2010, PNAS 107:9546),
+   so this shrinks the multiple-testing burden without biasing the tests that remain.
+3. All tests of all resolutions and both directions go through Benjamini-Hochberg; a
+   finding's ``p_value`` is the BH-adjusted one.  Effect filters (share ratio, record count)
+   are applied after the adjustment: they only remove findings, so the procedure stays
+   calibrated while tiny-but-significant shifts in huge inputs are not reported.
+4. Findings at different resolutions that point at mostly the same records are merged,
+   keeping the most significant.
+
+:func:`cluster_tests` is shared with the triggers check, which drops phrases an enriched
+cluster already explains; the clustering is memoised on the embeddings' content so the two
+checks do not pay for k-means twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections import Counter, OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from auditor import index
+from auditor.checks import register
+from auditor.stats import benjamini_hochberg, fisher_exact_greater, fisher_exact_less
+from auditor.types import Finding, Snapshot
+
+CHECK = "clusters"
+
+# Lowercase word tokens: letters/digits, keeping an inner apostrophe ("don't").
+TOKEN_RE = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+
+# A small English stopword list for labelling clusters; kept short on purpose so topical
+# words ("write", "list") survive.
+STOPWORDS = frozenset(
+    """a about above after again against all am an and any are as at be because been before
+    being below between both but by can could did do does doing down during each few for from
+    further had has have having he her here hers herself him himself his how i if in into is it
+    its itself just me more most my myself no nor not now of off on once only or other our ours
+    ourselves out over own same she should so some such than that the their theirs them
+    themselves then there these they this those through to too under until up very was we were
+    what when where which while who whom why will with would you your yours yourself yourselves
+    also may might must shall s t d ll m o re ve y don't it's i'm can't won't isn't that's
+    there's""".split()
+)
+
+EXAMPLES = 4
+EXAMPLE_CHARS = 200
+TOP_TERMS = 8
+
+
+@dataclass(frozen=True)
+class ClusterTest:
+    """One cluster at one resolution, tested in one direction."""
+
+    resolution: int
+    cluster: int
+    direction: str  # "enriched" (over-selected in current) or "depleted"
+    members: np.ndarray  # indices into the union (reference rows first, then current)
+    n_cur: int
+    n_ref: int
+    p_raw: float
+    p_adj: float
+    ratio: float  # current share / reference share, with a 0.5 continuity correction
+    flagged: bool
+
+
+def resolutions(n: int) -> list[int]:
+    """Cluster counts to try for ``n`` records in the union.
+
+    sqrt(n/2) is the usual rule of thumb for a coarse partition; n/50 and n/15 give clusters
+    of ~50 and ~15 records, so a selected group of a few dozen records gets a cluster of
+    its own.  Clipped to [4, 512] (and to n/4 so clusters are not singletons).
+    """
+    if n < 8:
+        return []
+    raw = (math.sqrt(n / 2), n / 50, n / 15)
+    ks = sorted({int(min(512, max(4, min(round(v), n // 4)))) for v in raw})
+    return [k for k in ks if k >= 2]
+
+
+def _pca(x: np.ndarray, dim: int) -> np.ndarray:
+    """Project centred rows onto the top ``dim`` principal axes (deterministic: eigh)."""
+    if dim <= 0 or x.shape[1] <= dim:
+        return x
+    xc = x - x.mean(axis=0, keepdims=True)
+    cov = (xc.T @ xc).astype(np.float64)
+    _, vecs = np.linalg.eigh(cov)
+    return np.ascontiguousarray(xc @ vecs[:, ::-1][:, :dim].astype(np.float32))
+
+
+# Memo of recent label-blind partitions, keyed by the embeddings' content and the
+# clustering parameters (never by object identity), so clusters and triggers share one run.
+_PARTITIONS: OrderedDict[tuple, list[tuple[int, np.ndarray]]] = OrderedDict()
+_PARTITIONS_MAX = 4
+
+
+def partitions(
+    union: np.ndarray, *, seed: int, ks: Sequence[int], pca_dim: int = 64, niter: int = 20
+) -> list[tuple[int, np.ndarray]]:
+    """Label-blind k-means partitions of ``union`` at each k: ``[(k, assignments), ...]``.
+
+    k-means runs on a PCA projection (``pca_dim`` components, 0 = off): clustering cost is
+    linear in the dimension and sentence embeddings keep most of their cluster structure in
+    the leading components.
+    """
+    x = np.ascontiguousarray(union, dtype=np.float32)
+    digest = hashlib.blake2b(x.tobytes(), digest_size=16)
+    digest.update(repr(x.shape).encode())
+    key = (digest.hexdigest(), int(seed), tuple(int(k) for k in ks), int(pca_dim), int(niter))
+    hit = _PARTITIONS.get(key)
+    if hit is not None:
+        _PARTITIONS.move_to_end(key)
+        return hit
+    xr = _pca(index.normalize(x), pca_dim)
+    out = []
+    for j, k in enumerate(ks):
+        # a different seed per resolution so the partitions are not nested by accident
+        _, assign = index.kmeans(xr, int(k), seed=int(seed) + 7919 * j, niter=niter)
+        assign.setflags(write=False)
+        out.append((int(k), assign))
+    _PARTITIONS[key] = out
+    while len(_PARTITIONS) > _PARTITIONS_MAX:
+        _PARTITIONS.popitem(last=False)
+    return out
+
+
+def _share_ratio(a: int, b: int, n_cur: int, n_ref: int) -> float:
+    # Haldane-Anscombe 0.5 keeps the ratio finite for vanished/new clusters
+    return ((a + 0.5) / (n_cur + 0.5)) / ((b + 0.5) / (n_ref + 0.5))
+
+
+def cluster_tests(
+    ref: Snapshot,
+    cur: Snapshot,
+    *,
+    seed: int,
+    alpha: float = 0.05,
+    min_ratio: float = 1.5,
+    min_records: int = 5,
+    pca_dim: int = 64,
+    niter: int = 20,
+    ks: Sequence[int] | None = None,
+) -> list[ClusterTest]:
+    """Fisher tests of every cluster at every resolution, BH-adjusted together.
+
+    A test is ``flagged`` when its adjusted p is <= ``alpha``, the share ratio is at least
+    ``min_ratio`` in its direction, and at least ``min_records`` records carry the excess
+    (current members for enriched, reference members for depleted).  Returned in order of
+    raw p.
+    """
+    n_ref, n_cur = len(ref), len(cur)
+    if n_ref == 0 or n_cur == 0:
+        return []
+    union = np.concatenate([np.asarray(ref.embeddings), np.asarray(cur.embeddings)], axis=0)
+    is_cur = np.zeros(n_ref + n_cur, dtype=bool)
+    is_cur[n_ref:] = True
+    ks = list(ks) if ks is not None else resolutions(n_ref + n_cur)
+    if not ks:
+        return []
+
+    raw: list[tuple[int, int, str, np.ndarray, int, int, float, float]] = []
+    for k, assign in partitions(union, seed=seed, ks=ks, pca_dim=pca_dim, niter=niter):
+        order = np.argsort(assign, kind="stable")
+        bounds = np.searchsorted(assign[order], np.arange(k + 1))
+        for c in range(k):
+            members = order[bounds[c] : bounds[c + 1]]
+            # label-blind size filter: a cluster smaller than min_records can never be
+            # flagged, so testing it would only dilute the others
+            if members.size < min_records:
+                continue
+            a = int(is_cur[members].sum())
+            b = int(members.size - a)
+            ratio = _share_ratio(a, b, n_cur, n_ref)
+            rest_cur, rest_ref = n_cur - a, n_ref - b
+            raw.append(
+                (k, c, "enriched", members, a, b, fisher_exact_greater(a, b, rest_cur, rest_ref), ratio)
+            )
+            raw.append((k, c, "depleted", members, a, b, fisher_exact_less(a, b, rest_cur, rest_ref), ratio))
+    if not raw:
+        return []
+    q = benjamini_hochberg([r[6] for r in raw])
+    tests = []
+    for (k, c, direction, members, a, b, p, ratio), padj in zip(raw, q):
+        if direction == "enriched":
+            big_enough = ratio >= min_ratio and a >= min_records
+        else:
+            big_enough = 1.0 / ratio >= min_ratio and b - a * n_ref / n_cur >= min_records
+        tests.append(
+            ClusterTest(
+                resolution=k,
+                cluster=c,
+                direction=direction,
+                members=members,
+                n_cur=a,
+                n_ref=b,
+                p_raw=float(p),
+                p_adj=float(padj),
+                ratio=float(ratio),
+                flagged=bool(padj <= alpha and big_enough),
+            )
+        )
+    tests.sort(key=lambda t: (t.p_raw, t.resolution, t.cluster, t.direction))
+    return tests
+
+
+def merge_overlapping(tests: Sequence[ClusterTest], overlap: float = 0.5) -> list[tuple[ClusterTest, list]]:
+    """Greedy merge, most significant first: a test whose members overlap a kept test's by
+    more than ``overlap`` (Jaccard) in the same direction is folded into it.
+
+    Returns ``[(kept, [(k, cluster), ...merged]), ...]``.
+    """
+    kept: list[tuple[ClusterTest, set[int], list]] = []
+    for t in sorted(tests, key=lambda t: (t.p_adj, t.p_raw, -t.resolution)):
+        s = set(t.members.tolist())
+        for kt, ks_, merged in kept:
+            if kt.direction != t.direction:
+                continue
+            inter = len(s & ks_)
+            if inter / max(1, len(s | ks_)) > overlap:
+                merged.append([t.resolution, t.cluster])
+                break
+        else:
+            kept.append((t, s, []))
+    return [(kt, merged) for kt, _, merged in kept]
+
+
+def enriched_groups(ref: Snapshot, cur: Snapshot, *, seed: int, **params) -> list[np.ndarray]:
+    """Current-row indices of each flagged enriched cluster (after merging).
+
+    Takes the same keyword parameters as :func:`cluster_tests`; used by the triggers check
+    to leave phrases to this check when a selected cluster explains them.
+    """
+    tests = [t for t in cluster_tests(ref, cur, seed=seed, **params) if t.flagged]
+    n_ref = len(ref)
+    out = []
+    for t, _ in merge_overlapping([t for t in tests if t.direction == "enriched"]):
+        m = t.members[t.members >= n_ref] - n_ref
+        out.append(np.sort(m))
+    return out
+
+
+def _tokens(text: str) -> list[str]:
+    return [w for w in TOKEN_RE.findall(text.lower()) if w not in STOPWORDS and not w.isdigit()]
+
+
+def _top_terms(
+    member_texts: Sequence[str], all_counts: Counter, total_words: int, n_groups: int
+) -> list[str]:
+    """c-TF-IDF (Grootendorst 2022, BERTopic): a cluster's term frequency times
+    log(1 + A / f_t), A = average words per cluster, f_t = the term's frequency overall."""
+    counts: Counter = Counter()
+    for t in member_texts:
+        counts.update(_tokens(t))
+    words = sum(counts.values())
+    if words == 0:
+        return []
+    avg = total_words / max(1, n_groups)
+    scored = [
+        (c / words * math.log(1.0 + avg / all_counts[w]), w)
+        for w, c in counts.items()
+        if c >= 2 and all_counts.get(w, 0) > 0
+    ]
+    scored.sort(key=lambda s: (-s[0], s[1]))
+    return [w for _, w in scored[:TOP_TERMS]]
+
+
+def _truncate(text: str, n: int = EXAMPLE_CHARS) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+@register(CHECK)
+def cluster_enrichment(
+    ref: Snapshot,
+    cur: Snapshot,
+    *,
+    seed: int,
+    alpha: float = 0.05,
+    min_ratio: float = 1.5,
+    min_records: int = 5,
+    pca_dim: int = 64,
+    niter: int = 20,
+    merge_overlap: float = 0.5,
+) -> list[Finding]:
+    """Regions of embedding space the current batch over- or under-selects vs the reference.
+
+    Label-blind k-means of the union at several resolutions; one-sided Fisher exact test per
+    cluster and direction; Benjamini-Hochberg across all of them (``p_value`` is adjusted,
+    ``details.p_raw`` raw).  A cluster is reported when adjusted p <= ``alpha``, its share
+    ratio is >= ``min_ratio`` and at least ``min_records`` records carry the shift.
+    Over-selected clusters point at their current members; under-selected ones at the
+    reference members the current batch no longer covers (least covered first).
+    """
+    tests = cluster_tests(
+        ref,
+        cur,
+        seed=seed,
+        alpha=alpha,
+        min_ratio=min_ratio,
+        min_records=min_records,
+        pca_dim=pca_dim,
+        niter=niter,
+    )
+    flagged = [t for t in tests if t.flagged]
+    if not flagged:
+        return []
+    n_ref, n_cur = len(ref), len(cur)
+    n_tests = len(tests)
+    ks = sorted({t.resolution for t in tests})
+    union_texts = tuple(ref.texts) + tuple(cur.texts)
+    all_counts: Counter = Counter()
+    for t in union_texts:
+        all_counts.update(_tokens(t))
+    total_words = sum(all_counts.values())
+    union_emb = np.concatenate([np.asarray(ref.embeddings), np.asarray(cur.embeddings)], axis=0)
+
+    findings = []
+    for t, merged in merge_overlapping(flagged, overlap=merge_overlap):
+        members = t.members
+        terms = _top_terms([union_texts[i] for i in members], all_counts, total_words, t.resolution)
+        label = ", ".join(terms[:3]) or f"#{t.cluster}"
+        centroid = index.normalize(union_emb[members].mean(axis=0, keepdims=True))[0]
+        expected = t.n_ref * n_cur / n_ref  # current count if current kept the reference share
+        details = {
+            "resolution_k": t.resolution,
+            "cluster": t.cluster,
+            "merged_from": merged,
+            "direction": t.direction,
+            "n_current_in_cluster": t.n_cur,
+            "n_reference_in_cluster": t.n_ref,
+            "expected_current_from_reference_share": round(expected, 2),
+            "expected_current_under_null": round((t.n_cur + t.n_ref) * n_cur / (n_ref + n_cur), 2),
+            "share_current": t.n_cur / n_cur,
+            "share_reference": t.n_ref / n_ref,
+            "share_ratio": t.ratio,
+            "p_raw": t.p_raw,
+            "n_tests": n_tests,
+            "resolutions": ks,
+            "method": "one-sided Fisher exact per cluster and direction on label-blind k-means "
+            "of the union; Benjamini-Hochberg across all clusters of all resolutions",
+            "top_terms": terms,
+        }
+        if t.direction == "enriched":
+            rows = members[members >= n_ref] - n_ref
+            # examples nearest the cluster centre are the most typical of it
+            sims = np.asarray(cur.embeddings)[rows] @ centroid if rows.size else np.zeros(0)
+            ex_rows = rows[np.argsort(-sims, kind="stable")[:EXAMPLES]]
+            record_ids = tuple(cur.ids[i] for i in rows)
+            details["examples"] = [_truncate(cur.texts[i]) for i in ex_rows]
+            summary = (
+                f"cluster '{label}' over-selected: {t.n_cur} current vs {expected:.0f} expected "
+                f"from the reference share ({t.ratio:.1f}x)"
+            )
+            side = "current"
+        else:
+            rows = members[members < n_ref]
+            # the current batch still covers about n_cur * n_ref / n_cur_total of these;
+            # the rest, least covered by any current record first, are what it dropped
+            if n_cur and rows.size:
+                cover, _ = index.knn(np.asarray(cur.embeddings), np.asarray(ref.embeddings)[rows], 1)
+                cover = cover[:, 0]
+            else:
+                cover = np.zeros(rows.size, dtype=np.float32)
+            order = np.argsort(cover, kind="stable")
+            n_uncovered = int(min(rows.size, max(1, round(t.n_ref - t.n_cur * n_ref / n_cur))))
+            rows_out = rows[order[:n_uncovered]]
+            record_ids = tuple(ref.ids[i] for i in rows_out)
+            details["examples"] = [_truncate(ref.texts[i]) for i in rows_out[:EXAMPLES]]
+            details["nearest_current_similarity"] = [round(float(s), 4) for s in cover[order[:n_uncovered]]]
+            summary = (
+                f"cluster '{label}' under-selected: {t.n_cur} current vs {expected:.0f} expected "
+                f"from the reference share ({t.ratio:.2f}x)"
+            )
+            side = "reference"
+        findings.append(
+            Finding(
+                check=CHECK,
+                summary=summary,
+                side=side,
+                record_ids=record_ids,
+                statistic=float(t.n_cur),
+                p_value=t.p_adj,
+                effect_size=float(math.log2(t.ratio)),
+                details=details,
+            )
+        )
+    findings.sort(key=lambda f: (f.p_value, -abs(f.effect_size or 0.0)))
+    return findings

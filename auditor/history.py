@@ -1,0 +1,765 @@
+"""What curation rounds changed, and whether a chain of rounds drifts slowly.
+
+Rounds overlap: round 2 keeps most of round 1.  Two-sample tests that treat two rounds as
+independent samples stay valid under overlap (shared records cancel, so they are
+conservative) but lose power, and a chain of rounds that each keep most of their parent is
+a random walk, whose spurious "trends" fool any test that pools the rounds as independent
+samples.  Every test here instead uses the *membership* null hypothesis:
+
+    H0: which rounds a record belongs to does not depend on its content.
+
+Let U be the distinct records (by content hash) of all rounds compared and M the U x R
+matrix of how often each is in each round.  Under H0 the embeddings are exchangeable
+across the rows of M, so recomputing a statistic with M's rows permuted (keeping every
+round's size, every overlap and the random-walk structure of the chain) gives an exact
+permutation p-value, (k+1)/(B+1).  For per-cluster share changes the same null gives exact
+hypergeometric (Fisher) tests, decomposed into "what was removed" and "what was added".
+
+- ``diff_records``: added / removed / kept records by content hash (a re-id hides nothing);
+- ``cluster_shift``: basis clusters that gained or lost share between two rounds;
+- ``round_drift``: mean-shift permutation test between two rounds under H0;
+- ``trend``: every round against the root and against its parent, and whether the rounds
+  keep moving in one direction;
+- ``diff_report`` / ``trend_report``: the graded Reports behind ``auditor diff`` and
+  ``auditor trend``; ``diff_markdown`` the pull-request comment for a diff.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import stats as _st
+
+from auditor.stats import benjamini_hochberg, fisher_exact_greater, fisher_exact_less, permutation_p_value
+from auditor.types import AuditorError, Batch, Finding, Report, Snapshot
+
+EXAMPLE_CHARS = 200
+TREND_CHECKS: tuple[str, ...] = ("trend_root_drift", "trend_parent_drift", "trend_direction")
+DIFF_CHECKS: tuple[str, ...] = ("round_drift", "cluster_shift")
+
+
+def _batch(x: Snapshot | Batch) -> Batch:
+    return x.batch if isinstance(x, Snapshot) else x
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= EXAMPLE_CHARS else text[: EXAMPLE_CHARS - 1] + "\u2026"
+
+
+# --------------------------------------------------------------------------------------
+# records
+
+
+@dataclass(frozen=True)
+class RecordDiff:
+    """Round B relative to round A, by content hash (multiset semantics: a text twice in
+    A and once in B is one kept and one removed).
+
+    Indices point into A (``removed``, ``kept_a``) or B (``added``, ``kept_b``);
+    ``kept_a[i]`` and ``kept_b[i]`` are the same content.  ``reided`` counts kept records
+    whose id changed.
+    """
+
+    added: tuple[int, ...]
+    removed: tuple[int, ...]
+    kept_a: tuple[int, ...]
+    kept_b: tuple[int, ...]
+    reided: int
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "n_added": len(self.added),
+            "n_removed": len(self.removed),
+            "n_kept": len(self.kept_a),
+            "n_reided": self.reided,
+        }
+
+
+def diff_records(a: Snapshot | Batch, b: Snapshot | Batch) -> RecordDiff:
+    """Which records of B are new, which of A are gone, which were kept (by content)."""
+    ba, bb = _batch(a), _batch(b)
+    pending: dict[str, list[int]] = defaultdict(list)
+    for i, h in enumerate(ba.hashes):
+        pending[h].append(i)
+    added: list[int] = []
+    kept_a: list[int] = []
+    kept_b: list[int] = []
+    for j, h in enumerate(bb.hashes):
+        slots = pending.get(h)
+        if slots:
+            kept_a.append(slots.pop(0))
+            kept_b.append(j)
+        else:
+            added.append(j)
+    removed = sorted(i for slots in pending.values() for i in slots)
+    reided = sum(ba.ids[i] != bb.ids[j] for i, j in zip(kept_a, kept_b, strict=True))
+    return RecordDiff(tuple(added), tuple(removed), tuple(kept_a), tuple(kept_b), int(reided))
+
+
+# --------------------------------------------------------------------------------------
+# cluster shares
+
+
+def _assign(emb: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    from auditor.index import knn
+
+    if len(emb) == 0:
+        return np.zeros(0, dtype=np.int64)
+    return knn(basis, emb, 1)[1][:, 0].astype(np.int64)
+
+
+def _fisher_combine(ps: Sequence[float]) -> float:
+    """Fisher's method for independent p-values (conservative for discrete ones)."""
+    ps = [min(1.0, max(p, 1e-300)) for p in ps]
+    if not ps:
+        return 1.0
+    if len(ps) == 1:
+        return ps[0]
+    return float(_st.chi2.sf(-2.0 * sum(math.log(p) for p in ps), 2 * len(ps)))
+
+
+def cluster_shift(
+    a: Snapshot,
+    b: Snapshot,
+    basis: np.ndarray | None = None,
+    *,
+    a_clusters: np.ndarray | None = None,
+    b_clusters: np.ndarray | None = None,
+    report_q: float = 0.05,
+    max_ids: int = 200,
+) -> list[Finding]:
+    """Basis clusters whose share changed from round A to round B.
+
+    Per cluster c, two exact tests under the membership null, independent given the
+    margins: (1) removal: among A's records, were the removed ones drawn more (less) from
+    c than the kept ones? (Fisher, conditional on A); (2) addition: are B's added records
+    more (less) often in c than A's records? (Fisher, conditional on the pooled count).
+    "Gained share" combines addition-enriched with removal-depleted (Fisher's method),
+    "lost share" the reverse; the cluster's p is twice the smaller, and
+    Benjamini-Hochberg runs across clusters.  One finding per cluster with q <=
+    ``report_q``; otherwise one info finding carrying the smallest q.
+
+    Cluster assignments come from ``a_clusters``/``b_clusters`` when given (the store
+    records them), else from ``basis`` (centroids, nearest by cosine).
+    """
+    if a_clusters is None or b_clusters is None:
+        if basis is None:
+            raise ValueError("cluster_shift needs a basis or both cluster assignments")
+        a_clusters = _assign(a.embeddings, basis) if a_clusters is None else a_clusters
+        b_clusters = _assign(b.embeddings, basis) if b_clusters is None else b_clusters
+    ca = np.asarray(a_clusters, dtype=np.int64)
+    cb = np.asarray(b_clusters, dtype=np.int64)
+    k = int(max(ca.max(initial=-1), cb.max(initial=-1)) + 1)
+    if basis is not None:
+        k = max(k, len(basis))
+    d = diff_records(a, b)
+    added = np.asarray(d.added, dtype=np.int64)
+    removed = np.asarray(d.removed, dtype=np.int64)
+    n_a, n_b = len(a), len(b)
+    n_add, n_rem = len(added), len(removed)
+    n_kept_a = n_a - n_rem
+
+    a_c = np.bincount(ca, minlength=k)
+    b_c = np.bincount(cb, minlength=k)
+    add_c = np.bincount(cb[added], minlength=k) if n_add else np.zeros(k, dtype=np.int64)
+    rem_c = np.bincount(ca[removed], minlength=k) if n_rem else np.zeros(k, dtype=np.int64)
+
+    tested: list[int] = []
+    p_two: list[float] = []
+    rows: list[dict[str, Any]] = []
+    for c in range(k):
+        if a_c[c] + add_c[c] == 0:
+            continue  # nothing of this cluster in either round
+        gain_parts: list[float] = []
+        loss_parts: list[float] = []
+        p_add = p_rem = None
+        if n_add and n_a:
+            ta = (int(add_c[c]), int(a_c[c]), int(n_add - add_c[c]), int(n_a - a_c[c]))
+            pg, pl = fisher_exact_greater(*ta), fisher_exact_less(*ta)
+            gain_parts.append(pg)
+            loss_parts.append(pl)
+            p_add = min(1.0, 2 * min(pg, pl))
+        if n_rem and n_kept_a:
+            kept_c = int(a_c[c] - rem_c[c])
+            tr = (int(rem_c[c]), kept_c, int(n_rem - rem_c[c]), int(n_kept_a - kept_c))
+            pg, pl = fisher_exact_greater(*tr), fisher_exact_less(*tr)
+            # removed over-represented in c means c lost share
+            loss_parts.append(pg)
+            gain_parts.append(pl)
+            p_rem = min(1.0, 2 * min(pg, pl))
+        if not gain_parts:
+            continue
+        p_gain, p_loss = _fisher_combine(gain_parts), _fisher_combine(loss_parts)
+        tested.append(c)
+        p_two.append(min(1.0, 2 * min(p_gain, p_loss)))
+        share_a = a_c[c] / n_a if n_a else 0.0
+        share_b = b_c[c] / n_b if n_b else 0.0
+        rows.append(
+            {
+                "cluster": c,
+                "share_a": float(share_a),
+                "share_b": float(share_b),
+                "n_a": int(a_c[c]),
+                "n_b": int(b_c[c]),
+                "added": int(add_c[c]),
+                "removed": int(rem_c[c]),
+                "expected_added": float(n_add * (a_c[c] + add_c[c]) / (n_a + n_add)) if n_add else 0.0,
+                "expected_removed": float(n_rem * a_c[c] / n_a) if n_rem and n_a else 0.0,
+                "p_added": p_add,
+                "p_removed": p_rem,
+                "direction": "gained" if p_gain <= p_loss else "lost",
+            }
+        )
+    if not tested:
+        return []
+    q = benjamini_hochberg(p_two)
+    for row, p, qq in zip(rows, p_two, q, strict=True):
+        row["p_raw"] = float(p)
+        row["q"] = float(qq)
+
+    findings: list[Finding] = []
+    for row in sorted(rows, key=lambda r: (r["q"], r["cluster"])):
+        if row["q"] > report_q:
+            continue
+        c = row["cluster"]
+        gained = row["direction"] == "gained"
+        if gained:
+            idx = [int(j) for j in added if cb[j] == c] or [int(j) for j in np.flatnonzero(cb == c)]
+            ids, texts = [b.ids[j] for j in idx], [b.texts[j] for j in idx]
+        else:
+            idx = [int(i) for i in removed if ca[i] == c] or [int(i) for i in np.flatnonzero(ca == c)]
+            ids, texts = [a.ids[i] for i in idx], [a.texts[i] for i in idx]
+        eps = 0.5 / max(n_a, n_b, 1)
+        findings.append(
+            Finding(
+                check="cluster_shift",
+                summary=(
+                    f"cluster {c} {row['direction']} share: {row['share_a']:.1%} -> {row['share_b']:.1%} "
+                    f"({row['added']} added vs {row['expected_added']:.1f} expected, "
+                    f"{row['removed']} removed vs {row['expected_removed']:.1f} expected)"
+                ),
+                side="current" if gained else "reference",
+                record_ids=ids[:max_ids],
+                statistic=row["share_b"] - row["share_a"],
+                p_value=row["q"],
+                effect_size=math.log2((row["share_b"] + eps) / (row["share_a"] + eps)),
+                details={**row, "n_clusters_tested": len(tested), "examples": [_short(t) for t in texts[:5]]},
+            )
+        )
+    if not findings:
+        best = min(rows, key=lambda r: r["q"])
+        findings.append(
+            Finding(
+                check="cluster_shift",
+                summary=f"no basis cluster changed share beyond chance ({len(tested)} clusters tested, "
+                f"smallest q={best['q']:.3g} for cluster {best['cluster']})",
+                side="current",
+                statistic=best["share_b"] - best["share_a"],
+                p_value=best["q"],
+                details={"n_clusters_tested": len(tested), "smallest": best},
+            )
+        )
+    return findings
+
+
+def cluster_table(a_clusters: np.ndarray, b_clusters: np.ndarray, k: int) -> list[dict[str, Any]]:
+    """Share of each basis cluster in two rounds (for reports)."""
+    ca = np.bincount(np.asarray(a_clusters, dtype=np.int64), minlength=k)
+    cb = np.bincount(np.asarray(b_clusters, dtype=np.int64), minlength=k)
+    na, nb = max(1, int(ca.sum())), max(1, int(cb.sum()))
+    return [
+        {"cluster": c, "n_a": int(ca[c]), "n_b": int(cb[c]), "share_a": ca[c] / na, "share_b": cb[c] / nb}
+        for c in range(k)
+    ]
+
+
+# --------------------------------------------------------------------------------------
+# the membership permutation engine
+
+
+@dataclass(frozen=True)
+class _Membership:
+    x: np.ndarray  # (U, d) float64: one embedding per distinct record
+    m: np.ndarray  # (U, R) float64: how often record u is in round r
+    n: np.ndarray  # (R,) round sizes
+    rows: tuple[np.ndarray, ...]  # per round: the distinct-record index of each of its records
+
+
+def _membership(snapshots: Sequence[Snapshot]) -> _Membership:
+    if any(len(s) == 0 for s in snapshots):
+        raise AuditorError("a round with no records cannot be compared")
+    fp = {s.model.sha256 for s in snapshots}
+    if len(fp) > 1:
+        raise AuditorError(
+            "rounds were embedded with different models "
+            f"({', '.join(sorted(f[:12] for f in fp))}); compare rounds of one model"
+        )
+    uid: dict[str, int] = {}
+    first: list[tuple[int, int]] = []
+    rows = []
+    for r, s in enumerate(snapshots):
+        idx = np.empty(len(s), dtype=np.int64)
+        for i, h in enumerate(s.batch.hashes):
+            u = uid.get(h)
+            if u is None:
+                u = uid[h] = len(first)
+                first.append((r, i))
+            idx[i] = u
+        rows.append(idx)
+    x = np.empty((len(first), snapshots[0].embeddings.shape[1]), dtype=np.float64)
+    for u, (r, i) in enumerate(first):
+        x[u] = snapshots[r].embeddings[i]
+    m = np.zeros((len(first), len(snapshots)), dtype=np.float64)
+    for r, idx in enumerate(rows):
+        np.add.at(m[:, r], idx, 1.0)
+    n = m.sum(axis=0)
+    return _Membership(x=x, m=m, n=n, rows=tuple(rows))
+
+
+def _permuted_means(mem: _Membership, n_permutations: int, rng: np.random.Generator) -> np.ndarray:
+    """Round means for B permutations of the rows of M: (B, R, d)."""
+    u, r = mem.m.shape
+    d = mem.x.shape[1]
+    out = np.empty((n_permutations, r, d), dtype=np.float64)
+    # bound the (chunk, U, R) gather to ~16 MB
+    chunk = int(max(1, min(128, 2e6 // max(1, u * r))))
+    mt = np.ascontiguousarray(mem.m.T)  # (R, U): permuting its columns permutes M's rows
+    for start in range(0, n_permutations, chunk):
+        b = min(chunk, n_permutations - start)
+        perms = np.stack([rng.permutation(u) for _ in range(b)])
+        # np.take gives a C-contiguous (R, b, U), so one GEMM serves all b permutations
+        flat = np.take(mt, perms, axis=1).reshape(r * b, u) @ mem.x
+        out[start : start + b] = flat.reshape(r, b, d).transpose(1, 0, 2)
+    out /= mem.n[None, :, None]
+    return out
+
+
+def _observed_means(mem: _Membership) -> np.ndarray:
+    return (mem.m.T @ mem.x) / mem.n[:, None]
+
+
+def _sq(v: np.ndarray) -> np.ndarray:
+    return np.einsum("...d,...d->...", v, v)
+
+
+def _projection_sd(mem: _Membership, direction: np.ndarray) -> float:
+    """SD of the distinct records' projections on a direction (0 for a zero vector)."""
+    norm = float(np.linalg.norm(direction))
+    return float(np.std(mem.x @ (direction / norm))) if norm > 0 else 0.0
+
+
+def _effect(mem: _Membership, shift: np.ndarray) -> float:
+    """Mean shift along its own direction in SDs of the records' projections on it."""
+    sd = _projection_sd(mem, shift)
+    return float(np.linalg.norm(shift)) / sd if sd > 0 else 0.0
+
+
+def _top_records(
+    snap: Snapshot, candidates: np.ndarray, direction: np.ndarray, origin: np.ndarray, limit: int
+) -> list[int]:
+    if len(candidates) == 0 or not np.any(direction):
+        return []
+    score = (snap.embeddings[candidates].astype(np.float64) - origin) @ direction
+    order = np.argsort(-score, kind="stable")
+    return [int(candidates[i]) for i in order[:limit] if score[i] > 0]
+
+
+def _not_in(mem: _Membership, r: int, base: int) -> np.ndarray:
+    """Rows of round r whose content is not in round ``base``."""
+    return np.flatnonzero(mem.m[mem.rows[r], base] == 0)
+
+
+def round_drift(
+    a: Snapshot, b: Snapshot, *, seed: int, n_permutations: int = 999, max_ids: int = 50
+) -> Finding:
+    """Mean-shift test from round A to round B under the membership null.
+
+    Statistic: |mean(B) - mean(A)|², p from permuting embeddings across the distinct
+    records of A and B (exact, whatever the overlap).  effect_size is the shift in SDs
+    of the records along the shift direction.  record_ids: B's new records that lie
+    furthest along the shift.
+    """
+    rng = np.random.default_rng(seed)
+    mem = _membership([a, b])
+    mu = _observed_means(mem)
+    null = _permuted_means(mem, n_permutations, rng)
+    stat = float(_sq(mu[1] - mu[0]))
+    null_stat = _sq(null[:, 1] - null[:, 0])
+    p = permutation_p_value(stat, null_stat)
+    shift = mu[1] - mu[0]
+    effect = _effect(mem, shift)
+    new = _not_in(mem, 1, 0)
+    top = _top_records(b, new, shift, mu[0], max_ids)
+    return Finding(
+        check="round_drift",
+        summary=f"mean shift {effect:.2f} SD from the earlier round to the later one, p={p:.3g} "
+        f"(membership permutation test, B={n_permutations})",
+        side="current",
+        record_ids=[b.ids[i] for i in top],
+        statistic=stat,
+        p_value=p,
+        effect_size=effect,
+        details={
+            "permutations": n_permutations,
+            "null_mean": float(null_stat.mean()),
+            "n_distinct_records": int(mem.m.shape[0]),
+            "examples": [_short(b.texts[i]) for i in top[:5]],
+        },
+    )
+
+
+# --------------------------------------------------------------------------------------
+# trend
+
+
+def _chain_stats(mu: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """From round means (..., R, d): distances to root (..., R-1), to parent (..., R-1),
+    projections on the cumulative shift (..., R) and the direction slope (...)."""
+    root = _sq(mu[..., 1:, :] - mu[..., :1, :])
+    parent = _sq(mu[..., 1:, :] - mu[..., :-1, :])
+    cum = mu[..., -1, :] - mu[..., 0, :]
+    norm = np.sqrt(_sq(cum))
+    unit = cum / np.where(norm > 0, norm, 1.0)[..., None]
+    z = np.einsum("...rd,...d->...r", mu - mu[..., :1, :], unit)
+    t = np.arange(mu.shape[-2], dtype=np.float64)
+    w = (t - t.mean()) / ((t - t.mean()) ** 2).sum()
+    slope = z @ w
+    return root, parent, z, slope
+
+
+def _max_standardised(obs: np.ndarray, null: np.ndarray) -> tuple[float, np.ndarray, int]:
+    """max_t D_t / mean(D_t), the mean over the observed and all permuted values (a
+    symmetric function of the B+1 exchangeable vectors, so the max stays exact)."""
+    scale = np.concatenate([obs[None, :], null]).mean(axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+    s_obs = obs / scale
+    s_null = (null / scale).max(axis=1)
+    return float(s_obs.max()), s_null, int(np.argmax(s_obs))
+
+
+def trend(
+    snapshots: Sequence[Snapshot],
+    *,
+    seed: int,
+    names: Sequence[str] | None = None,
+    n_permutations: int = 999,
+    max_ids: int = 50,
+) -> list[Finding]:
+    """Slow drift across a chain of rounds (root first, each the parent of the next).
+
+    Three tests, each one exact permutation p-value under the membership null (rounds'
+    memberships kept, embeddings permuted across distinct records):
+
+    - ``trend_root_drift``: every round against the root, max over rounds of
+      |mean_t - mean_root|² standardised by its permutation mean;
+    - ``trend_parent_drift``: the same against each round's parent;
+    - ``trend_direction``: do the rounds move steadily one way?  Each round's mean is
+      projected on the cumulative shift (root -> last) and the least-squares slope of
+      those projections over the round number is the statistic.  (The sum of the steps'
+      projections telescopes to the cumulative shift itself, so the slope, which weighs
+      where along the chain each round sits, is what adds information.)
+
+    A chain of two rounds gets only the root test (parent = root).
+    """
+    if len(snapshots) < 2:
+        raise AuditorError(f"trend needs at least 2 rounds in the chain (got {len(snapshots)})")
+    names = list(names) if names is not None else [f"round{t}" for t in range(len(snapshots))]
+    if len(names) != len(snapshots):
+        raise ValueError("names and snapshots differ in length")
+    rng = np.random.default_rng(seed)
+    mem = _membership(snapshots)
+    mu = _observed_means(mem)
+    null_mu = _permuted_means(mem, n_permutations, rng)
+    root, parent, z, slope = _chain_stats(mu)
+    n_root, n_parent, n_z, n_slope = _chain_stats(null_mu)
+    last = len(snapshots) - 1
+
+    findings: list[Finding] = []
+    per_round = []
+    for t in range(1, len(snapshots)):
+        per_round.append(
+            {
+                "round": names[t],
+                "n_records": int(mem.n[t]),
+                "new_since_root": int(len(_not_in(mem, t, 0))),
+                "new_since_parent": int(len(_not_in(mem, t, t - 1))),
+                "root_distance2": float(root[t - 1]),
+                "root_effect_sd": _effect(mem, mu[t] - mu[0]),
+                "root_p_raw": permutation_p_value(float(root[t - 1]), n_root[:, t - 1]),
+                "parent_distance2": float(parent[t - 1]),
+                "parent_effect_sd": _effect(mem, mu[t] - mu[t - 1]),
+                "parent_p_raw": permutation_p_value(float(parent[t - 1]), n_parent[:, t - 1]),
+                "projection_on_cumulative": float(z[t]),
+            }
+        )
+
+    families = [("trend_root_drift", root, n_root, "root")]
+    if last >= 2:
+        families.append(("trend_parent_drift", parent, n_parent, "parent"))
+    for check, obs, null, against in families:
+        s_obs, s_null, arg = _max_standardised(obs, null)
+        p = permutation_p_value(s_obs, s_null)
+        t = arg + 1
+        base = 0 if against == "root" else t - 1
+        shift = mu[t] - mu[base]
+        top = _top_records(snapshots[t], _not_in(mem, t, base), shift, mu[base], max_ids)
+        effect = _effect(mem, shift)
+        findings.append(
+            Finding(
+                check=check,
+                summary=(
+                    f"round {names[t]} moved {effect:.2f} SD from "
+                    + (f"the root {names[0]}" if against == "root" else f"its parent {names[base]}")
+                    + f", the largest of {last} rounds (p={p:.3g}, max-standardised permutation test, "
+                    f"B={n_permutations})"
+                ),
+                side="current",
+                record_ids=[snapshots[t].ids[i] for i in top],
+                statistic=s_obs,
+                p_value=p,
+                effect_size=effect,
+                details={
+                    "round": names[t],
+                    "against": names[base],
+                    "permutations": n_permutations,
+                    "rounds": per_round,
+                    "examples": [_short(snapshots[t].texts[i]) for i in top[:5]],
+                },
+            )
+        )
+
+    if last >= 2:
+        p = permutation_p_value(float(slope), n_slope)
+        cum = mu[last] - mu[0]
+        steps = np.diff(z)
+        top = _top_records(snapshots[last], _not_in(mem, last, 0), cum, mu[0], max_ids)
+        sd = _projection_sd(mem, cum)
+        effect = float(slope) / sd if sd > 0 else 0.0
+        findings.append(
+            Finding(
+                check="trend_direction",
+                summary=(
+                    f"{int((steps > 0).sum())} of {last} steps moved along the cumulative shift "
+                    f"{names[0]} -> {names[last]}; slope {effect:.3f} SD per round (p={p:.3g}, "
+                    f"permutation test, B={n_permutations})"
+                ),
+                side="current",
+                record_ids=[snapshots[last].ids[i] for i in top],
+                statistic=float(slope),
+                p_value=p,
+                effect_size=effect,
+                details={
+                    "round": names[last],
+                    "against": names[0],
+                    "permutations": n_permutations,
+                    "projections": [float(v) for v in z],
+                    "steps": [float(v) for v in steps],
+                    "n_steps_forward": int((steps > 0).sum()),
+                    "null_slope_mean": float(n_slope.mean()),
+                    "examples": [_short(snapshots[last].texts[i]) for i in top[:5]],
+                },
+            )
+        )
+    return findings
+
+
+# --------------------------------------------------------------------------------------
+# graded reports
+
+
+def _extra_rules(rules: Any, checks: Sequence[str]) -> Any:
+    """``rules`` plus one fail rule per history check (they share the Bonferroni split)."""
+    from auditor.rules import Rule
+
+    have = {r.check for r in rules.rules}
+    extra = tuple(
+        Rule(name=c, check=c, severity="fail", why="curation-round history test (auditor/history.py)")
+        for c in checks
+        if c not in have
+    )
+    return dataclasses.replace(rules, rules=tuple(rules.rules) + extra)
+
+
+def _status(findings: Sequence[Finding]) -> str:
+    if any(f.severity == "fail" for f in findings):
+        return "fail"
+    return "warn" if any(f.severity == "warn" for f in findings) else "pass"
+
+
+def _graded(findings: Sequence[Finding], rules: Any) -> list[Finding]:
+    from auditor.gate import grade
+
+    by_check = {r.check: r for r in rules.rules}
+    return [grade(f, by_check[f.check], rules) if f.check in by_check else f for f in findings]
+
+
+_ORDER = {"fail": 0, "warn": 1, "info": 2}
+
+
+def _sorted(findings: Sequence[Finding]) -> tuple[Finding, ...]:
+    return tuple(
+        sorted(findings, key=lambda f: (_ORDER[f.severity], 2.0 if f.p_value is None else f.p_value))
+    )
+
+
+def diff_report(
+    a: Snapshot,
+    b: Snapshot,
+    rules: Any,
+    *,
+    seed: int,
+    basis: np.ndarray | None = None,
+    a_clusters: np.ndarray | None = None,
+    b_clusters: np.ndarray | None = None,
+    n_permutations: int = 999,
+    progress: Any = None,
+) -> tuple[Report, RecordDiff]:
+    """The Report for ``auditor diff A B``: the gate's checks with A as reference and B
+    as current, plus ``round_drift`` and ``cluster_shift`` (which account for the
+    overlap between rounds), all graded by the rules with one Bonferroni split across
+    rules + these two, and an info finding ``round_records`` listing what was added."""
+    from auditor.gate import evaluate
+
+    full = _extra_rules(rules, DIFF_CHECKS)
+    base = evaluate(a, b, rules, seed=seed, progress=progress)
+    d = diff_records(a, b)
+    extra: list[Finding] = [round_drift(a, b, seed=seed, n_permutations=n_permutations)]
+    if basis is not None or (a_clusters is not None and b_clusters is not None):
+        extra.extend(cluster_shift(a, b, basis, a_clusters=a_clusters, b_clusters=b_clusters))
+    # re-grade the gate's findings too: the Bonferroni denominator now counts the extra rules
+    regraded = _graded([dataclasses.replace(f, severity="info") for f in base.findings], full)
+    findings = [*regraded, *_graded(extra, full)]
+    findings.append(
+        Finding(
+            check="round_records",
+            summary=f"{len(d.added)} records added, {len(d.removed)} removed, {len(d.kept_a)} kept "
+            f"({d.reided} kept records changed id)",
+            side="current",
+            record_ids=[b.ids[j] for j in d.added],
+            details={
+                **d.to_dict(),
+                "removed_ids": [a.ids[i] for i in d.removed],
+                "added_examples": [_short(b.texts[j]) for j in d.added[:5]],
+                "removed_examples": [_short(a.texts[i]) for i in d.removed[:5]],
+            },
+        )
+    )
+    report = Report(
+        status=_status(findings),  # type: ignore[arg-type]
+        inputs={"reference": a.batch.info(), "current": b.batch.info()},
+        model=b.model,
+        seed=seed,
+        findings=_sorted(findings),
+        rules=full.describe(),
+    )
+    return report, d
+
+
+def trend_report(
+    snapshots: Sequence[Snapshot],
+    names: Sequence[str],
+    *,
+    seed: int,
+    alpha: float = 0.01,
+    warn_alpha: float = 0.05,
+    n_permutations: int = 999,
+) -> Report:
+    """The Report for ``auditor trend``: the three trend tests graded with a Bonferroni
+    split of ``alpha`` across them (fail when p < alpha/3)."""
+    from auditor.rules import Rule, Rules
+
+    rules = Rules(
+        rules=tuple(
+            Rule(name=c, check=c, severity="fail", why="slow drift across curation rounds")
+            for c in TREND_CHECKS
+        ),
+        alpha=alpha,
+        warn_alpha=warn_alpha,
+        path="<trend>",
+    )
+    findings = _graded(trend(snapshots, seed=seed, names=names, n_permutations=n_permutations), rules)
+    return Report(
+        status=_status(findings),  # type: ignore[arg-type]
+        inputs={"reference": snapshots[0].batch.info(), "current": snapshots[-1].batch.info()},
+        model=snapshots[-1].model,
+        seed=seed,
+        findings=_sorted(findings),
+        rules=rules.describe(),
+    )
+
+
+# --------------------------------------------------------------------------------------
+# markdown
+
+
+def diff_markdown(
+    report: Report,
+    diff: RecordDiff,
+    a: Snapshot,
+    b: Snapshot,
+    *,
+    a_name: str,
+    b_name: str,
+    clusters: Sequence[Mapping[str, Any]] = (),
+    max_examples: int = 5,
+    max_clusters: int = 15,
+) -> str:
+    """A reviewer's view of what round B changed relative to round A (GitHub markdown).
+
+    Dataset text is escaped with the report renderer's ``md_text`` (the data is
+    adversarial); the findings table follows the report's severity order.
+    """
+    from auditor.report._common import fmt_p
+    from auditor.report.markdown import md_text
+
+    icon = {"pass": "PASS", "warn": "WARN", "fail": "FAIL"}[report.status]
+    lines = [
+        f"## auditor diff: {md_text(a_name, 80)} \u2192 {md_text(b_name, 80)} \u2014 **{icon}**",
+        "",
+        "| | records |",
+        "|---|---:|",
+        f"| in {md_text(a_name, 80)} | {len(a)} |",
+        f"| in {md_text(b_name, 80)} | {len(b)} |",
+        f"| kept (same content) | {len(diff.kept_a)} |",
+        f"| added | {len(diff.added)} |",
+        f"| removed | {len(diff.removed)} |",
+        f"| kept but re-ided | {diff.reided} |",
+        "",
+    ]
+    tested = [f for f in report.findings if f.check != "round_records"]
+    if tested:
+        lines += ["### Tests", "", "| severity | check | p | summary |", "|---|---|---:|---|"]
+        for f in tested:
+            lines.append(
+                f"| {f.severity} | {md_text(f.rule or f.check, 60)} | {fmt_p(f.p_value)} | {md_text(f.summary, 300)} |"
+            )
+        lines += ["", md_text(report.rules.get("multiple_testing", ""), 600), ""]
+    moved = sorted(clusters, key=lambda r: -abs(float(r["share_b"]) - float(r["share_a"])))[:max_clusters]
+    if moved:
+        lines += [
+            "### Basis clusters with the largest share change",
+            "",
+            f"| cluster | {md_text(a_name, 40)} | {md_text(b_name, 40)} | change |",
+            "|---:|---:|---:|---:|",
+        ]
+        for r in moved:
+            delta = float(r["share_b"]) - float(r["share_a"])
+            lines.append(
+                f"| {int(r['cluster'])} | {float(r['share_a']):.1%} ({int(r['n_a'])}) | "
+                f"{float(r['share_b']):.1%} ({int(r['n_b'])}) | {delta:+.1%} |"
+            )
+        lines.append("")
+    for title, snap, idx in (("Added", b, diff.added), ("Removed", a, diff.removed)):
+        if not idx:
+            continue
+        lines += [f"### {title} (first {min(max_examples, len(idx))} of {len(idx)})", ""]
+        for i in idx[:max_examples]:
+            lines.append(f"- **{md_text(snap.ids[i], 40)}**: {md_text(snap.texts[i], EXAMPLE_CHARS)}")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"

@@ -1,0 +1,730 @@
+"""Read a file of records into a Batch: the only module that knows file formats.
+
+Formats: JSON Lines (``.jsonl``, ``.ndjson``), JSON arrays of objects (``.json``) and CSV
+(``.csv``), each optionally gzipped (``.gz``); Parquet (``.parquet``); and folders written by
+``datasets.Dataset.save_to_disk``.  Polars (and ``datasets`` for folders) do the parsing.
+The stdlib ``json``/``csv`` modules only run after something went wrong, to find and name
+the bad line, or to re-read one record whose types polars had to unify (see ``_extract``).
+
+Every user error is an ``AuditorError`` with a one-line message
+``FILE:LINE: field 'x' <problem> (<expected / fields seen>)``.  Formats without lines
+(JSON arrays, Parquet, datasets) say ``FILE:record N`` instead, and ``Batch.lines`` holds
+the 1-based record number for them.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import gzip
+import hashlib
+import json
+import re
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from io import BytesIO, StringIO
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy as np
+import polars as pl
+
+from auditor.textutil import content_hash, default_ids
+from auditor.types import AuditorError, Batch
+
+SUPPORTED = (
+    ".jsonl, .ndjson, .json, .csv (each also gzipped, .gz), .parquet, "
+    "or a folder written by datasets.Dataset.save_to_disk"
+)
+_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+_DATASET_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
+_RESPONSE_FIELDS = ("output", "response", "completion")
+_AUTO_SHAPES = (
+    "'text'; 'messages'; 'instruction' (+ 'input', + 'output'/'response'/'completion' or "
+    "'instances'); 'prompt' + 'completion'/'response'; or pass text_fields"
+)
+# What polars writes when it unifies a non-string JSON value into a string column.
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
+# pyo3 panics derive from BaseException; polars re-exports the type.
+_POLARS_ERRORS: tuple[type[BaseException], ...] = (
+    Exception,
+    getattr(pl.exceptions, "PanicException", Exception),
+)
+
+
+# ---------------------------------------------------------------------------- public API
+
+
+def load(
+    path: str | Path,
+    text_fields: Sequence[str] | None = None,
+    id_field: str | None = None,
+) -> Batch:
+    """Load the records of one file (or ``save_to_disk`` folder) into a Batch.
+
+    ``text_fields``: dotted paths whose string values, joined with newlines (empty ones
+    skipped), make each record's text: ``instances.0.output`` indexes a list and
+    ``instances.*.output`` joins all its items.  Without it the common shapes are
+    recognised, in this order: ``text``; chat ``messages``; ``instruction`` (+ ``input``,
+    + ``output``/``response``/``completion``, or the Self-Instruct ``instances`` list);
+    ``prompt`` + ``completion``/``response``.  Recognised prompt/response shapes also fill
+    ``Batch.prompts`` and ``Batch.responses``; explicit ``text_fields`` leave them None.
+
+    ``id_field``: path of each record's id (a non-empty string or an integer; unique).
+    Without it a record's id is the short content hash, suffixed ``-2``, ``-3`` ... for
+    repeated texts.  Raises AuditorError, with file and line, for any bad input.
+    """
+    try:
+        return _load(path, text_fields, id_field)
+    except AuditorError as e:
+        msg = str(e)
+        if "\n" not in msg and "\r" not in msg:
+            raise
+        # keys and values quoted from the data may hold newlines; messages stay one line
+        raise AuditorError(msg.replace("\r", "\\r").replace("\n", "\\n")) from None
+
+
+def _load(path: str | Path, text_fields: Sequence[str] | None, id_field: str | None) -> Batch:
+    label = str(path)
+    fields = _as_fields(text_fields)
+    if id_field is not None and not id_field:
+        raise AuditorError("id_field: empty field name (expected a field path such as 'id')")
+    table, digest = _read(Path(path), label)
+    if table.frame.height == 0:
+        raise AuditorError(f"{label}: no records (expected at least one)")
+    recipe = _explicit_recipe(fields) if fields else _auto_recipe(table.frame.columns, label)
+    texts, prompts, responses, given_ids = _extract(table, recipe, id_field, label)
+    hashes = tuple(content_hash(t) for t in texts)
+    if given_ids is None:
+        ids = tuple(default_ids(hashes))
+    else:
+        _check_unique(given_ids, table, id_field or "", label)
+        ids = tuple(given_ids)
+    return Batch(
+        path=label,
+        sha256=digest,
+        ids=ids,
+        texts=tuple(texts),
+        hashes=hashes,
+        lines=tuple(table.lines),
+        text_fields=recipe.text_fields,
+        prompts=tuple(prompts) if recipe.paired else None,
+        responses=tuple(responses) if recipe.paired else None,
+    )
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 hex of a file's bytes; for a folder, of its sorted relative paths and contents."""
+    p = Path(path)
+    if not p.exists():
+        raise AuditorError(f"{path}: file not found (no such file or folder)")
+    h = hashlib.sha256()
+    try:
+        if not p.is_dir():
+            _hash_file(h, p)
+            return h.hexdigest()
+        files = sorted((f for f in p.rglob("*") if f.is_file()), key=lambda f: f.relative_to(p).as_posix())
+        for f in files:
+            rel = f.relative_to(p).as_posix().encode("utf-8")
+            # length prefixes keep (path, content) boundaries unambiguous
+            h.update(len(rel).to_bytes(8, "big") + rel + f.stat().st_size.to_bytes(8, "big"))
+            _hash_file(h, f)
+    except OSError as e:
+        raise AuditorError(f"{path}: cannot read ({e.strerror or e})") from None
+    return h.hexdigest()
+
+
+def _hash_file(h: Any, path: Path) -> None:
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class _Table:
+    """A parsed file: one frame row per record, its line (or record) number, and for JSON
+    formats a way to re-parse record i exactly as written."""
+
+    frame: pl.DataFrame
+    lines: list[int]
+    by_record: bool
+    raw: Callable[[int], Any] | None = None
+
+    def where(self, label: str, i: int) -> str:
+        n = self.lines[i]
+        return f"{label}:record {n}" if self.by_record else f"{label}:{n}"
+
+    def unit(self, i: int) -> str:
+        return f"record {self.lines[i]}" if self.by_record else f"line {self.lines[i]}"
+
+
+def _format_of(path: Path, label: str) -> tuple[str, bool]:
+    name = path.name.lower()
+    gz = name.endswith(".gz")
+    base = name[:-3] if gz else name
+    for suffix, kind in _SUFFIXES.items():
+        if base.endswith(suffix) and not (gz and kind == "parquet"):
+            return kind, gz
+    found = "".join(path.suffixes[-2:]) or "no extension"
+    raise AuditorError(f"{label}: unknown file type '{found}' (supported: {SUPPORTED})")
+
+
+def _read(p: Path, label: str) -> tuple[_Table, str]:
+    if not p.exists():
+        raise AuditorError(f"{label}: file not found (no such file or folder)")
+    if p.is_dir():
+        return _read_datasets_folder(p, label), file_sha256(p)
+    kind, gz = _format_of(p, label)
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise AuditorError(f"{label}: cannot read ({e.strerror or e})") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if kind == "parquet":
+        return _read_parquet(data, label), digest
+    if gz:
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as e:
+            raise AuditorError(f"{label}: cannot decompress gzip ({e})") from None
+    data = _utf8(data, label)
+    reader = {"jsonl": _read_jsonl, "json": _read_json, "csv": _read_csv}[kind]
+    return reader(data, label), digest
+
+
+def _utf8(data: bytes, label: str) -> bytes:
+    """Check the bytes are UTF-8 (naming the line of the first bad byte); drop a BOM."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise AuditorError(
+            f"{label}:{line}: invalid UTF-8 byte 0x{data[e.start]:02x} at byte {col} of the line "
+            "(expected a UTF-8 text file)"
+        ) from None
+    # polars rejects a byte-order mark; it is not part of the content
+    return data[len(codecs.BOM_UTF8) :] if data.startswith(codecs.BOM_UTF8) else data
+
+
+def _read_jsonl(data: bytes, label: str) -> _Table:
+    chunks = data.split(b"\n")
+    # polars skips blank lines, so record i comes from the i-th non-blank line
+    lines = [n for n, c in enumerate(chunks, 1) if c]
+    if not lines:
+        raise AuditorError(f"{label}: no records (empty file)")
+    try:
+        frame = pl.read_ndjson(BytesIO(data), infer_schema_length=None)
+    except _POLARS_ERRORS as e:
+        _locate_jsonl_error(chunks, lines, label, e)
+    if frame.width == 0:
+        raise AuditorError(f"{label}:{lines[0]}: record has no fields (fields seen: none)")
+    if frame.height != len(lines):
+        _locate_jsonl_error(chunks, lines, label, None)
+
+    def raw(i: int) -> Any:
+        return json.loads(chunks[lines[i] - 1])
+
+    return _Table(frame, lines, by_record=False, raw=raw)
+
+
+def _read_json(data: bytes, label: str) -> _Table:
+    body = data.lstrip()
+    if not body:
+        raise AuditorError(f"{label}: no records (empty file)")
+    if body[:1] == b"{":
+        line = data.count(b"\n", 0, len(data) - len(body)) + 1
+        raise AuditorError(
+            f"{label}:{line}: expected a JSON array of objects, found an object "
+            "(a JSON Lines file must be named .jsonl)"
+        )
+    try:
+        frame = pl.read_json(BytesIO(data), infer_schema_length=None)
+    except _POLARS_ERRORS as e:
+        _locate_json_error(data, label, e)
+    parsed: list[Any] = []
+
+    def raw(i: int) -> Any:
+        if not parsed:  # parse the whole document once, and only if a record needs it
+            parsed.append(json.loads(data))
+        return parsed[0][i]
+
+    if frame.height == 0:
+        doc = json.loads(data)
+        if isinstance(doc, list) and doc:
+            raise AuditorError(f"{label}:record 1: record has no fields (fields seen: none)")
+    return _Table(frame, list(range(1, frame.height + 1)), by_record=True, raw=raw)
+
+
+def _read_csv(data: bytes, label: str) -> _Table:
+    if not data.strip():
+        raise AuditorError(f"{label}: no records (empty file)")
+    try:
+        # every cell stays a string: CSV has no types, and "007" must not become 7
+        frame = pl.read_csv(BytesIO(data), infer_schema=False)
+    except _POLARS_ERRORS as e:
+        _locate_csv_error(data, label, e)
+    # CSV has no null: an empty cell is an empty string
+    frame = frame.with_columns(pl.all().fill_null(""))
+    if frame.height == 0:
+        return _Table(frame, [], by_record=False)
+    # A row's first line = lines before it + newlines inside earlier rows' quoted cells.
+    # polars skips blank lines before the header but keeps later ones as empty rows.
+    header_line = 1 + _leading_blank_lines(data) + sum(c.count("\n") for c in frame.columns)
+    inner = frame.select(pl.sum_horizontal(pl.all().str.count_matches("\n", literal=True))).to_series()
+    inner_nl = inner.to_numpy().astype(np.int64)
+    starts = header_line + 1 + np.arange(frame.height) + np.cumsum(inner_nl) - inner_nl
+    blank = frame.select(pl.all_horizontal(pl.all() == "")).to_series().to_numpy()
+    frame = frame.filter(pl.Series(~blank))
+    return _Table(frame, [int(n) for n in starts[~blank]], by_record=False)
+
+
+def _leading_blank_lines(data: bytes) -> int:
+    n, pos = 0, 0
+    while (end := data.find(b"\n", pos)) != -1 and data[pos:end].strip(b"\r") == b"":
+        n, pos = n + 1, end + 1
+    return n
+
+
+def _read_parquet(data: bytes, label: str) -> _Table:
+    try:
+        frame = pl.read_parquet(BytesIO(data))
+    except _POLARS_ERRORS as e:
+        raise AuditorError(f"{label}: cannot read Parquet ({_first_line(e)})") from None
+    return _Table(frame, list(range(1, frame.height + 1)), by_record=True)
+
+
+def _read_datasets_folder(p: Path, label: str) -> _Table:
+    if not any((p / m).exists() for m in _DATASET_MARKERS):
+        raise AuditorError(
+            f"{label}: folder is not a datasets save_to_disk folder "
+            f"(no dataset_info.json or state.json; supported: {SUPPORTED})"
+        )
+    try:
+        import datasets  # heavy; only needed for this format
+    except ImportError:
+        raise AuditorError(f"{label}: reading a datasets folder needs the 'datasets' package") from None
+    try:
+        ds = datasets.load_from_disk(str(p))
+    except Exception as e:
+        raise AuditorError(f"{label}: cannot load datasets folder ({_first_line(e)})") from None
+    if isinstance(ds, datasets.DatasetDict):
+        splits = list(ds)
+        if len(splits) != 1:
+            raise AuditorError(
+                f"{label}: folder holds splits {', '.join(splits)} (expected one; pass the split's "
+                f"folder, e.g. {p / splits[0]})"
+            )
+        ds = ds[splits[0]]
+    if len(ds) == 0:
+        raise AuditorError(f"{label}: no records (expected at least one)")
+    try:
+        # the arrow format honours any indices mapping (select/shuffle) the dataset carries
+        frame = pl.from_arrow(ds.with_format("arrow")[:])
+    except _POLARS_ERRORS as e:
+        raise AuditorError(f"{label}: cannot convert datasets folder ({_first_line(e)})") from None
+    assert isinstance(frame, pl.DataFrame)
+    return _Table(frame, list(range(1, frame.height + 1)), by_record=True)
+
+
+# ---------------------------------------------------------------------------- locating parse errors
+
+
+def _locate_jsonl_error(
+    chunks: list[bytes], lines: list[int], label: str, err: BaseException | None
+) -> NoReturn:
+    """polars failed (or lost records): find the first bad line with the stdlib parser."""
+    records = []
+    for n in lines:
+        try:
+            rec = json.loads(chunks[n - 1])
+        except json.JSONDecodeError as e:
+            raise AuditorError(f"{label}:{n}: malformed JSON ({e.msg} at column {e.colno})") from None
+        except RecursionError:
+            raise AuditorError(f"{label}:{n}: malformed JSON (nested too deeply)") from None
+        if not isinstance(rec, dict):
+            raise AuditorError(f"{label}:{n}: expected a JSON object, found {_describe(rec)}")
+        records.append(rec)
+    _locate_type_conflict(records, [f"{label}:{n}" for n in lines])
+    reason = _first_line(err) if err is not None else "records were lost while parsing"
+    raise AuditorError(f"{label}: cannot read JSON Lines ({reason})")
+
+
+def _locate_json_error(data: bytes, label: str, err: BaseException) -> NoReturn:
+    try:
+        doc = json.loads(data)
+    except json.JSONDecodeError as e:
+        raise AuditorError(f"{label}:{e.lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
+    except RecursionError:
+        raise AuditorError(f"{label}: malformed JSON (nested too deeply)") from None
+    if not isinstance(doc, list):
+        raise AuditorError(f"{label}:1: expected a JSON array of objects, found {_describe(doc)}")
+    for k, rec in enumerate(doc, 1):
+        if not isinstance(rec, dict):
+            raise AuditorError(f"{label}:record {k}: expected a JSON object, found {_describe(rec)}")
+    _locate_type_conflict(doc, [f"{label}:record {k}" for k in range(1, len(doc) + 1)])
+    raise AuditorError(f"{label}: cannot read JSON ({_first_line(err)})")
+
+
+def _locate_csv_error(data: bytes, label: str, err: BaseException) -> NoReturn:
+    reader = csv.reader(StringIO(data.decode("utf-8"), newline=""))
+    try:
+        header = next(reader, [])
+        for row in reader:
+            if len(row) > len(header):
+                raise AuditorError(
+                    f"{label}:{reader.line_num}: row has {len(row)} cells but the header has "
+                    f"{len(header)} (quote cells that contain commas)"
+                )
+    except csv.Error as e:
+        raise AuditorError(f"{label}:{reader.line_num}: malformed CSV ({e})") from None
+    raise AuditorError(f"{label}: cannot read CSV ({_first_line(err)})")
+
+
+class _Conflict(Exception):
+    def __init__(self, path: str, here: Any, before: Any) -> None:
+        super().__init__(path)
+        self.path, self.here, self.before = path, here, before
+
+
+def _shape(value: Any, path: str) -> Any:
+    """A value's JSON type skeleton: dict of shapes, [shape of items], or a scalar tag."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return {k: _shape(v, f"{path}.{k}" if path else k) for k, v in value.items()}
+    if isinstance(value, list):
+        merged = None
+        for v in value:
+            merged = _merge(merged, _shape(v, f"{path}.*"), f"{path}.*")
+        return [merged]
+    if isinstance(value, str):
+        return "str"
+    return "bool" if isinstance(value, bool) else "num"
+
+
+def _merge(a: Any, b: Any, path: str) -> Any:
+    # mirrors what polars can unify: nulls, numbers, scalars into strings, and
+    # objects/lists recursively; anything else is the conflict that made it fail
+    if a is None or b is None:
+        return b if a is None else a
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = dict(a)
+        for k, v in b.items():
+            out[k] = _merge(out.get(k), v, f"{path}.{k}" if path else k)
+        return out
+    if isinstance(a, list) and isinstance(b, list):
+        return [_merge(a[0], b[0], f"{path}.*")]
+    if isinstance(a, str) and isinstance(b, str):
+        if a == b:
+            return a
+        if "str" in (a, b):
+            return "str"
+    raise _Conflict(path, b, a)
+
+
+def _locate_type_conflict(records: Iterable[dict[str, Any]], wheres: list[str]) -> None:
+    shape: Any = None
+    for k, rec in enumerate(records):
+        try:
+            shape = _merge(shape, _shape(rec, ""), "")
+        except _Conflict as c:
+            raise AuditorError(
+                f"{wheres[k]}: field '{c.path}' is {_shape_name(c.here)} here but {_shape_name(c.before)} "
+                "in earlier records or items (expected one JSON type per field)"
+            ) from None
+
+
+def _shape_name(shape: Any) -> str:
+    if isinstance(shape, dict):
+        return "an object"
+    if isinstance(shape, list):
+        return "a list"
+    return {"str": "a string", "num": "a number", "bool": "a boolean"}.get(shape, "null")
+
+
+# ---------------------------------------------------------------------------- which fields
+
+
+@dataclass(frozen=True)
+class _Recipe:
+    """How to turn one record into (text, prompt, response)."""
+
+    text_fields: tuple[str, ...]
+    specs: tuple[tuple[str, bool], ...] = ()  # (path, required), in text order
+    prompt: tuple[str, ...] = ()
+    response: tuple[str, ...] = ()
+    chat: bool = False
+
+    @property
+    def paired(self) -> bool:
+        return self.chat or bool(self.response)
+
+
+def _as_fields(text_fields: Sequence[str] | str | None) -> tuple[str, ...]:
+    if text_fields is None:
+        return ()
+    fields = (text_fields,) if isinstance(text_fields, str) else tuple(text_fields)
+    for f in fields:
+        if not isinstance(f, str) or not f:
+            raise AuditorError(f"text_fields: bad field name {f!r} (expected a field path such as 'text')")
+    return fields
+
+
+def _explicit_recipe(fields: tuple[str, ...]) -> _Recipe:
+    return _Recipe(text_fields=fields, specs=tuple((f, True) for f in fields))
+
+
+def _auto_recipe(columns: Sequence[str], label: str) -> _Recipe:
+    cols = set(columns)
+    if "text" in cols:
+        return _explicit_recipe(("text",))
+    if "messages" in cols:
+        return _Recipe(text_fields=("messages",), chat=True)
+    if "instruction" in cols:
+        prompt = [("instruction", True)] + ([("input", False)] if "input" in cols else [])
+        out = next((f for f in _RESPONSE_FIELDS if f in cols), None)
+        if out is not None:
+            response = [(out, True)]
+        elif "instances" in cols:  # Self-Instruct seed / user-oriented task shape
+            prompt.append(("instances.*.input", False))
+            response = [("instances.*.output", True)]
+        else:
+            response = []
+        return _recipe_from(prompt, response)
+    if "prompt" in cols:
+        out = next((f for f in ("completion", "response") if f in cols), None)
+        if out is not None:
+            return _recipe_from([("prompt", True)], [(out, True)])
+    seen = ", ".join(columns) or "none"
+    raise AuditorError(f"{label}: no text field recognised (fields seen: {seen}; expected {_AUTO_SHAPES})")
+
+
+def _recipe_from(prompt: list[tuple[str, bool]], response: list[tuple[str, bool]]) -> _Recipe:
+    specs = tuple(prompt + response)
+    return _Recipe(
+        text_fields=tuple(p for p, _ in specs),
+        specs=specs,
+        prompt=tuple(p for p, _ in prompt),
+        response=tuple(p for p, _ in response),
+    )
+
+
+# ---------------------------------------------------------------------------- per-record extraction
+
+
+class _FieldError(Exception):
+    """What is wrong with one record (the caller prefixes file and line)."""
+
+
+class _Coerced(Exception):
+    """A string that may be polars' rendering of a non-string JSON value."""
+
+
+def _extract(
+    table: _Table, recipe: _Recipe, id_field: str | None, label: str
+) -> tuple[list[str], list[str], list[str], list[str] | None]:
+    frame = table.frame
+    paths = (
+        [p for p, _ in recipe.specs]
+        + (["messages"] if recipe.chat else [])
+        + ([id_field] if id_field else [])
+    )
+    cols = [c for c in frame.columns if any(p == c or p.startswith(c + ".") for p in paths)]
+    values = {c: frame.get_column(c).to_list() for c in cols}
+    # Polars unifies each JSON field to one type: a missing key reads as null and a number,
+    # boolean, object or list in a string column reads as its JSON text.  Such records are
+    # judged again from their exact parse, which is rare and only for suspicious records.
+    check = table.raw is not None
+    texts: list[str] = []
+    prompts: list[str] = []
+    responses: list[str] = []
+    ids: list[str] = []
+    for i in range(frame.height):
+        rec = {c: values[c][i] for c in cols}
+        try:
+            row = _extract_row(rec, recipe, id_field, check)
+        except (_FieldError, _Coerced):
+            exact = table.raw(i) if table.raw is not None else frame.row(i, named=True)
+            try:
+                row = _extract_row(exact, recipe, id_field, False)
+            except _FieldError as e:
+                raise AuditorError(f"{table.where(label, i)}: {e}") from None
+        text, prompt, response, ident = row
+        texts.append(text)
+        prompts.append(prompt)
+        responses.append(response)
+        ids.append(ident)
+    return texts, prompts, responses, (ids if id_field else None)
+
+
+def _extract_row(
+    rec: dict[str, Any], recipe: _Recipe, id_field: str | None, check: bool
+) -> tuple[str, str, str, str]:
+    if recipe.chat:
+        text, prompt, response = _chat(rec, check)
+    else:
+        parts = {path: _strings(rec, path, required, check) for path, required in recipe.specs}
+        text = _join(s for path, _ in recipe.specs for s in parts[path])
+        prompt = _join(s for path in recipe.prompt for s in parts[path])
+        response = _join(s for path in recipe.response for s in parts[path])
+        if not text:
+            names = recipe.text_fields
+            if len(names) == 1:
+                raise _FieldError(f"field '{names[0]}' is empty (expected non-empty text)")
+            quoted = ", ".join(f"'{n}'" for n in names)
+            raise _FieldError(f"fields {quoted} are all empty (expected non-empty text)")
+    ident = _id(rec, id_field, check) if id_field else ""
+    return text, prompt, response, ident
+
+
+def _join(parts: Iterable[str]) -> str:
+    return "\n".join(p for p in parts if p.strip())
+
+
+def _strings(rec: Any, path: str, required: bool, check: bool, done: str = "") -> list[str]:
+    out = []
+    for lab, v in _resolve(rec, path, not required, done):
+        if isinstance(v, str):
+            if check and _maybe_coerced(v):
+                raise _Coerced
+            out.append(v)
+        elif v is None and not required:
+            continue
+        else:
+            hint = f"; use '{lab}.*' to join its items" if isinstance(v, list) else ""
+            raise _FieldError(f"field '{lab}' is {_describe(v)} (expected a string{hint})")
+    return out
+
+
+def _chat(rec: dict[str, Any], check: bool) -> tuple[str, str, str]:
+    [(lab, msgs)] = _resolve(rec, "messages", False)
+    if not isinstance(msgs, list):
+        raise _FieldError(
+            f"field '{lab}' is {_describe(msgs)} (expected a list of {{role, content}} objects)"
+        )
+    turns = []
+    for k, m in enumerate(msgs):
+        where = f"{lab}.{k}"
+        if not isinstance(m, dict):
+            raise _FieldError(
+                f"field '{where}' is {_describe(m)} (expected an object with 'role' and 'content')"
+            )
+        [role] = _strings(m, "role", True, check, where)
+        [content] = _strings(m, "content", True, check, where)
+        turns.append((role, content))
+    if not any(content.strip() for _, content in turns):
+        raise _FieldError(f"field '{lab}' has no text (expected messages with non-empty content)")
+    assistant = [k for k, (role, _) in enumerate(turns) if role == "assistant"]
+    last = assistant[-1] if assistant else -1
+    text = "\n".join(f"{role}: {content}" for role, content in turns)
+    prompt = "\n".join(f"{role}: {content}" for k, (role, content) in enumerate(turns) if k != last)
+    response = turns[last][1] if assistant else ""
+    return text, prompt, response
+
+
+def _id(rec: dict[str, Any], id_field: str, check: bool) -> str:
+    found = _resolve(rec, id_field, False)
+    if len(found) != 1:
+        raise _FieldError(f"field '{id_field}' gives {len(found)} values (expected exactly one id)")
+    lab, v = found[0]
+    if isinstance(v, str):
+        if check and _maybe_coerced(v):
+            raise _Coerced
+        if not v.strip():
+            raise _FieldError(f"field '{lab}' is empty (expected a non-empty string or integer id)")
+        return v
+    if isinstance(v, int) and not isinstance(v, bool):
+        return str(v)
+    raise _FieldError(f"field '{lab}' is {_describe(v)} (expected a string or integer id)")
+
+
+def _resolve(obj: Any, path: str, optional: bool, done: str = "") -> list[tuple[str, Any]]:
+    """(label, value) pairs at dotted ``path`` inside ``obj``.
+
+    ``*`` expands every item of a list and a number indexes one.  A key that itself
+    contains dots (CSV headers, flattened exports) wins over descending.  ``optional``
+    turns a missing key or null on the way into "no values" instead of an error.
+    """
+    if isinstance(obj, dict):
+        if path in obj:
+            return [(_sub(done, path), obj[path])]
+        head, _, rest = path.partition(".")
+        if not rest or head not in obj:
+            if optional:
+                return []
+            seen = ", ".join(str(k) for k in obj) or "none"
+            raise _FieldError(f"field '{_sub(done, path)}' missing (fields seen: {seen})")
+        return _resolve(obj[head], rest, optional, _sub(done, head))
+    head, _, rest = path.partition(".")
+    if isinstance(obj, list):
+        if head == "*":
+            items = list(enumerate(obj))
+        elif head.isdigit():
+            if int(head) >= len(obj):
+                if optional:
+                    return []
+                raise _FieldError(f"field '{_sub(done, path)}' missing ('{done}' has {len(obj)} items)")
+            items = [(int(head), obj[int(head)])]
+        else:
+            raise _FieldError(
+                f"field '{done}' is a list (expected an object with '{head}'; "
+                f"use '{done}.*.{path}' to join its items or '{done}.0.{path}' for one)"
+            )
+        out: list[tuple[str, Any]] = []
+        for k, item in items:
+            lab = _sub(done, str(k))
+            out.extend(_resolve(item, rest, optional, lab) if rest else [(lab, item)])
+        return out
+    if obj is None and optional:
+        return []
+    raise _FieldError(f"field '{done}' is {_describe(obj)} (expected an object or list to look up '{path}')")
+
+
+def _sub(done: str, key: str) -> str:
+    return f"{done}.{key}" if done else key
+
+
+def _maybe_coerced(s: str) -> bool:
+    return s[:1] in ("{", "[") or s in ("true", "false") or _NUMBER.fullmatch(s) is not None
+
+
+def _describe(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return f"a boolean ({str(v).lower()})"
+    if isinstance(v, (int, float)):
+        return f"a number ({v})"
+    if isinstance(v, dict):
+        return "an object"
+    if isinstance(v, (list, tuple)):
+        return "a list"
+    if isinstance(v, str):
+        return "a string"
+    return f"a {type(v).__name__} value"
+
+
+def _check_unique(ids: list[str], table: _Table, id_field: str, label: str) -> None:
+    first: dict[str, int] = {}
+    for i, ident in enumerate(ids):
+        j = first.setdefault(ident, i)
+        if j != i:
+            raise AuditorError(
+                f"{table.where(label, i)}: field '{id_field}' value {_short(ident)} repeats the id of "
+                f"{table.unit(j)} (expected unique ids)"
+            )
+
+
+def _short(s: str, limit: int = 60) -> str:
+    r = repr(s)
+    return r if len(r) <= limit else r[: limit - 4] + "...'"
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return (text.splitlines()[0] if text else type(err).__name__)[:300]

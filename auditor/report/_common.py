@@ -1,0 +1,233 @@
+"""Helpers shared by the renderers: ordering, number formatting, text sanitising and
+pulling evidence (top terms, examples) out of ``Finding.details``.
+
+Everything that reaches a renderer from a dataset (texts, ids, paths, top terms) is
+adversarial: a model wrote it.  The functions here only *clean* text (control and
+bidi characters, length); each renderer then escapes for its own output language.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from auditor.types import Finding, Report
+
+SEVERITY_RANK: Mapping[str, int] = {"fail": 0, "warn": 1, "info": 2}
+
+# C0/C1 controls (tab and newline handled separately), DEL, and the bidi embedding /
+# override / isolate characters that can make displayed text differ from its bytes
+# ("Trojan Source", Boucher & Anderson 2021), lone surrogates (a JSON "\ud800" escape
+# decodes to one, and it cannot be written as UTF-8), the BOM and non-characters.
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff\ufeff\ufffe\uffff]")
+_WS = re.compile(r"\s+")
+# XML 1.0 allows only #x9 | #xA | #xD | [#x20-#xD7FF] | [#xE000-#xFFFD] | [#x10000-#x10FFFF]
+_XML_ILLEGAL = re.compile("[^\x09\x0a\x0d\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def ordered_findings(report: Report) -> list[Finding]:
+    """Findings most severe first, then by p-value (smallest first, missing last).
+
+    The sort is stable, so findings with equal keys keep the gate's order.
+    """
+
+    def key(f: Finding) -> tuple[int, float]:
+        p = f.p_value if f.p_value is not None else float("inf")
+        return (SEVERITY_RANK.get(f.severity, 3), p)
+
+    return sorted(report.findings, key=key)
+
+
+def counts(report: Report) -> dict[str, int]:
+    """Number of findings per severity (all three keys always present)."""
+    out = {"fail": 0, "warn": 0, "info": 0}
+    for f in report.findings:
+        out[f.severity] = out.get(f.severity, 0) + 1
+    return out
+
+
+def rule_label(f: Finding) -> str:
+    """``rule`` when it differs from the check name, else the check name alone."""
+    if f.rule and f.rule != f.check:
+        return f"{f.rule} / {f.check}"
+    return f.check
+
+
+def rule_names(report: Report) -> list[str]:
+    """Names of the rules that ran: ``report.rules["names"]`` when the gate provides it,
+    else the distinct ``rule`` (or ``check``) of the findings, in first-seen order."""
+    names = report.rules.get("names")
+    out: list[str] = []
+    if isinstance(names, (list, tuple)):
+        out = [str(n) for n in names]
+    elif isinstance(names, Mapping):
+        out = [str(n) for n in names]
+    seen = set(out)
+    for f in report.findings:
+        name = f.rule or f.check
+        if name not in seen:
+            seen.add(name)
+            out.append(name)
+    return out
+
+
+def fmt_num(x: float | None) -> str:
+    """Statistic / effect size: 4 significant digits, '-' when missing."""
+    if x is None:
+        return "-"
+    return f"{x:.4g}"
+
+
+def fmt_p(p: float | None) -> str:
+    """p-values: scientific below 1e-3 so tiny values stay readable, '-' when missing."""
+    if p is None:
+        return "-"
+    if p < 1e-3:
+        return f"{p:.2e}"
+    return f"{p:.4f}"
+
+
+def clean(text: Any, limit: int | None = None, *, one_line: bool = False) -> str:
+    """Strip control and bidi-override characters, optionally fold whitespace to single
+    spaces, and truncate to ``limit`` characters with an ellipsis."""
+    s = _CONTROLS.sub("", str(text))
+    if one_line:
+        s = _WS.sub(" ", s).strip()
+    if limit is not None and len(s) > limit:
+        s = s[: max(0, limit - 1)].rstrip() + "\u2026"
+    return s
+
+
+def xml_safe(text: Any) -> str:
+    """Remove the characters XML 1.0 cannot represent at all (even escaped)."""
+    return _XML_ILLEGAL.sub("", str(text))
+
+
+def testing_note(report: Report) -> str:
+    """The multiple-testing sentence, built from what the gate put in ``report.rules``."""
+    parts = ["p-values are Benjamini-Hochberg adjusted within each check (raw value in details.p_raw)"]
+    alpha = _as_float(report.rules.get("alpha"))
+    n_rules = report.rules.get("n_rules")
+    if n_rules is None and isinstance(report.rules.get("names"), (list, tuple, Mapping)):
+        n_rules = len(report.rules["names"])
+    if alpha is not None and isinstance(n_rules, int) and n_rules > 0:
+        parts.append(
+            f"the gate splits alpha={alpha:g} across {n_rules} rules "
+            f"(Bonferroni: a finding fails below p={alpha / n_rules:.3g})"
+        )
+    elif alpha is not None:
+        parts.append(f"the gate's family-wise alpha is {alpha:g}, split across rules (Bonferroni)")
+    warn_alpha = _as_float(report.rules.get("warn_alpha"))
+    if warn_alpha is not None:
+        parts.append(f"warnings use alpha={warn_alpha:g}")
+    return "; ".join(parts) + "."
+
+
+def _as_float(x: Any) -> float | None:
+    try:
+        return None if x is None or isinstance(x, bool) else float(x)
+    except (TypeError, ValueError):
+        return None
+
+
+def rules_path(report: Report) -> str | None:
+    path = report.rules.get("path")
+    return None if path is None else str(path)
+
+
+# --- evidence in Finding.details -------------------------------------------------------
+#
+# Checks are written by different people; the renderers accept the shapes they are
+# likely to use rather than force one: a details key containing "term" or "phrase" holds
+# top terms (list of str, [term, score] pairs, {"term": ...} dicts or a {term: score}
+# mapping); a key containing "example" holds example records (list of str or of
+# {"id", "text"} dicts).  Everything else is shown as generic evidence.
+
+_TERM_KEYS = ("term", "phrase", "ngram", "token")
+_EXAMPLE_KEYS = ("example",)
+_HIDDEN_KEYS = frozenset({"p_raw"})
+
+
+def split_details(
+    details: Mapping[str, Any],
+) -> tuple[list[str], list[tuple[str | None, str]], dict[str, Any]]:
+    """Split details into (top terms, examples as (id or None, text), other evidence)."""
+    terms: list[str] = []
+    examples: list[tuple[str | None, str]] = []
+    evidence: dict[str, Any] = {}
+    for key in sorted(details):
+        value = details[key]
+        low = key.lower()
+        if any(k in low for k in _EXAMPLE_KEYS) and _is_seq(value):
+            examples.extend(_examples(value))
+        elif any(k in low for k in _TERM_KEYS) and (_is_seq(value) or isinstance(value, Mapping)):
+            terms.extend(_terms(value))
+        elif key not in _HIDDEN_KEYS:
+            evidence[key] = value
+    return terms, examples, evidence
+
+
+def _is_seq(value: Any) -> bool:
+    return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
+
+
+def _terms(value: Any) -> Iterable[str]:
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            yield f"{k} ({_short(v)})" if isinstance(v, (int, float)) else str(k)
+        return
+    for item in value:
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, Mapping):
+            name = item.get("term") or item.get("phrase") or item.get("text") or item.get("token")
+            score = next(
+                (item[k] for k in ("score", "count", "ratio", "log_odds", "z") if k in item),
+                None,
+            )
+            if name is not None:
+                yield f"{name} ({_short(score)})" if isinstance(score, (int, float)) else str(name)
+        elif _is_seq(item) and item:
+            score = item[1] if len(item) > 1 else None
+            yield f"{item[0]} ({_short(score)})" if isinstance(score, (int, float)) else str(item[0])
+
+
+def _examples(value: Sequence[Any]) -> Iterable[tuple[str | None, str]]:
+    for item in value:
+        if isinstance(item, str):
+            yield None, item
+        elif isinstance(item, Mapping):
+            text = item.get("text")
+            if text is None:
+                text = next((v for v in item.values() if isinstance(v, str)), None)
+            if text is not None:
+                rid = item.get("id", item.get("record_id"))
+                yield (None if rid is None else str(rid)), str(text)
+
+
+def _short(x: Any) -> str:
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return str(x)
+    return str(x) if isinstance(x, int) else f"{x:.3g}"
+
+
+def compact(value: Any, limit: int = 300) -> str:
+    """A one-line rendering of a details value (JSON for containers), truncated."""
+    if isinstance(value, str):
+        s = value
+    elif isinstance(value, float):
+        s = f"{value:.4g}"
+    else:
+        try:
+            s = json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+        except (TypeError, ValueError):
+            s = str(value)
+    return clean(s, limit, one_line=True)
+
+
+def truncated_ids(ids: Sequence[str], limit: int) -> tuple[list[str], int]:
+    """The first ``limit`` ids and how many were left out."""
+    shown = [clean(i, 80, one_line=True) for i in ids[:limit]]
+    return shown, max(0, len(ids) - limit)

@@ -1,0 +1,531 @@
+"""report.html: one self-contained file a reviewer opens offline.
+
+No script at all, inline CSS and inline SVG only, and a Content-Security-Policy that
+forbids everything else (``default-src 'none'``), so even a mistake in escaping could
+not run code or fetch anything.  The escaping is the first line of defence: every piece
+of dataset text (records, ids, paths, top terms, details) goes through
+``html.escape(quote=True)`` and lands only in element text or an SVG ``<title>``, never
+in an attribute, a URL or the ``<style>`` block.
+
+Contents: a 2-D PCA map of reference and current embeddings with the records of each
+failing / warning finding highlighted (one overview map, plus a small map per flagged
+finding, all from one projection); a bar chart of cluster shares, reference versus
+current, with clusters holding at least half of a flagged finding's records marked; the
+findings table; and per finding its statistics, top terms, example records, other
+evidence and record ids.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from auditor.report._common import (
+    SEVERITY_RANK,
+    clean,
+    compact,
+    counts,
+    fmt_num,
+    fmt_p,
+    ordered_findings,
+    rule_label,
+    rules_path,
+    split_details,
+    testing_note,
+    truncated_ids,
+)
+from auditor.types import Finding, Report, Snapshot
+
+CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
+
+_MAP_W, _MAP_H, _PAD = 860, 520, 14
+_MINI_W, _MINI_H = 420, 260
+_MAX_MINI_MAPS = 12
+_MAX_SECTIONS = 200
+_TOOLTIP_CHARS = 90
+_EXAMPLE_CHARS = 400
+_MAX_IDS = 50
+
+_WORD = re.compile(r"[^\W\d_]{3,}")
+_STOP = frozenset(
+    "the and for are but not you all any can her was one our out his has had how its may new now "
+    "see who did get she him let say too use this that with have from they will would there their "
+    "what about which when make like than them then these some could into time only other also "
+    "more most such each just should over your yours very been were being does here where why "
+    "input output instruction response".split()
+)
+
+
+def esc(text: object, limit: int | None = None, *, one_line: bool = False) -> str:
+    """Clean (controls, bidi, length) then HTML-escape, quotes included."""
+    return html.escape(clean(text, limit, one_line=one_line), quote=True)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Everything computed once from the embeddings and shared by all the drawings."""
+
+    xy: np.ndarray  # (n, 2) map coordinates in pixels of the big map, all records
+    shown: np.ndarray  # indices drawn on the maps (subsample, flagged records included)
+    side: np.ndarray  # 0 = reference, 1 = current, per record
+    ids: list[str]
+    texts: Sequence[str]
+    flag: np.ndarray  # 0 none, 1 warn, 2 fail: the worst flagged finding a record is in
+    var: tuple[float, float]  # share of variance on the two axes
+
+
+def render_html(
+    report: Report,
+    ref: Snapshot,
+    cur: Snapshot,
+    *,
+    max_points: int = 4000,
+    n_clusters: int | None = None,
+) -> str:
+    """Render the report as a self-contained HTML page (no script, no network)."""
+    findings = ordered_findings(report)
+    numbered = list(enumerate(findings, 1))
+    member = _finding_members(findings, ref, cur)
+    layout = _layout(ref, cur, findings, member, max_points=max_points, seed=report.seed)
+    docs = _Docs(layout.texts, layout.shown)
+
+    n = counts(report)
+    status = report.status
+    body: list[str] = [
+        f'<header class="st-{esc(status)}"><h1>auditor report: <span class="badge">{esc(status.upper())}</span></h1>',
+        f"<p>{n['fail']} failing \u00b7 {n['warn']} warning \u00b7 {n['info']} info finding(s)</p>",
+        _inputs_html(report),
+        "</header>",
+        '<nav><a href="#map">Map</a> <a href="#clusters">Clusters</a> <a href="#findings">Findings</a></nav>',
+        '<section id="map"><h2>Embedding map (PCA)</h2>',
+        _map_legend(layout),
+        _map_svg(layout, _MAP_W, _MAP_H, highlight=None, titles=True),
+        "</section>",
+        '<section id="clusters"><h2>Cluster shares, reference vs current</h2>',
+        _clusters_html(layout, ref, cur, numbered, member, docs, n_clusters, report.seed),
+        "</section>",
+        '<section id="findings"><h2>Findings</h2>',
+        f'<p class="note">{esc(testing_note(report))}</p>',
+        _findings_table(numbered),
+        "</section>",
+    ]
+    minis = 0
+    for i, f in numbered[:_MAX_SECTIONS]:
+        with_map = f.severity in ("fail", "warn") and minis < _MAX_MINI_MAPS
+        minis += with_map
+        body.append(_finding_section(i, f, layout, member[i - 1], docs, with_map))
+    if len(numbered) > _MAX_SECTIONS:
+        body.append(f'<p class="note">{len(numbered) - _MAX_SECTIONS} more finding(s) in report.json.</p>')
+    body.append(
+        f'<footer>auditor report schema {int(report.schema_version)} \u00b7 seed {int(report.seed)} '
+        f"\u00b7 map: PCA of all {len(layout.side)} records, {len(layout.shown)} drawn</footer>"
+    )
+    return _page(f"auditor report: {status.upper()}", "\n".join(body))
+
+
+# --- page frame --------------------------------------------------------------------------
+
+_CSS = """
+:root{--ref:#9aa0a6;--cur:#1a73e8;--warn:#e37400;--fail:#d93025;--ink:#202124;--mute:#5f6368}
+*{box-sizing:border-box}
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--ink);margin:0 auto;
+max-width:1180px;padding:16px 24px 48px}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #dadce0}
+h3{font-size:15px;margin:0 0 6px}
+header{padding:12px 16px;border-radius:6px;border-left:8px solid var(--mute);background:#f8f9fa}
+header.st-fail{border-color:var(--fail)}header.st-warn{border-color:var(--warn)}header.st-pass{border-color:#188038}
+.badge{padding:1px 8px;border-radius:4px;color:#fff;background:var(--mute)}
+.st-fail .badge{background:var(--fail)}.st-warn .badge{background:var(--warn)}.st-pass .badge{background:#188038}
+nav a{margin-right:12px}
+table{border-collapse:collapse;width:100%;font-size:13px}
+th,td{border-bottom:1px solid #e8eaed;padding:4px 6px;text-align:left;vertical-align:top}
+td.num,th.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+td{overflow-wrap:anywhere}
+.sev{font-weight:600;text-transform:uppercase;white-space:nowrap}
+.sev-fail{color:var(--fail)}.sev-warn{color:var(--warn)}.sev-info{color:var(--mute)}
+.note{color:var(--mute);font-size:13px}
+.finding{border:1px solid #dadce0;border-left:6px solid var(--mute);border-radius:6px;padding:10px 14px;margin:14px 0}
+.finding.fail{border-left-color:var(--fail)}.finding.warn{border-left-color:var(--warn)}
+.finding dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 12px;margin:6px 0}
+.finding dt{color:var(--mute)}.finding dd{margin:0;overflow-wrap:anywhere}
+.terms span{display:inline-block;background:#e8f0fe;border-radius:10px;padding:0 8px;margin:2px 4px 2px 0}
+pre.ex{white-space:pre-wrap;overflow-wrap:anywhere;background:#f8f9fa;border-left:3px solid #dadce0;
+padding:6px 10px;margin:4px 0 8px;font:12px/1.4 ui-monospace,Menlo,Consolas,monospace}
+.ids{font:12px ui-monospace,Menlo,Consolas,monospace;color:var(--mute);overflow-wrap:anywhere}
+svg{display:block;max-width:100%;height:auto;background:#fff;border:1px solid #e8eaed;border-radius:4px}
+svg text{font:11px system-ui,sans-serif;fill:var(--ink)}
+.p-ref{fill:var(--ref);fill-opacity:.45}.p-cur{fill:var(--cur);fill-opacity:.45}
+.p-warn{fill:var(--warn);stroke:#fff;stroke-width:.6}.p-fail{fill:var(--fail);stroke:#fff;stroke-width:.6}
+.p-bg{fill:#bdc1c6;fill-opacity:.35}
+.b-ref{fill:var(--ref)}.b-cur{fill:var(--cur)}.b-flag-fail{fill:var(--fail)}.b-flag-warn{fill:var(--warn)}
+svg text.flag-fail{fill:var(--fail);font-weight:600}svg text.flag-warn{fill:var(--warn);font-weight:600}
+.legend span{margin-right:14px;white-space:nowrap}
+.dot{display:inline-block;width:10px;height:10px;border-radius:50%;margin-right:4px;vertical-align:-1px}
+.d-ref{background:var(--ref)}.d-cur{background:var(--cur)}.d-warn{background:var(--warn)}.d-fail{background:var(--fail)}
+.cols{display:flex;gap:16px;flex-wrap:wrap}.cols>div{flex:1 1 420px;min-width:0}
+footer{margin-top:32px;color:var(--mute);font-size:12px}
+"""
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        '<meta name="referrer" content="no-referrer">\n'
+        f"<title>{esc(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
+    )
+
+
+def _inputs_html(report: Report) -> str:
+    rows = []
+    for name in sorted(report.inputs, key=lambda k: (k != "reference", k != "current", k)):
+        info = report.inputs[name]
+        rows.append(
+            f"<tr><th>{esc(name)}</th><td>{esc(info.path, 300)}</td>"
+            f'<td class="num">{int(info.n_records)} records</td><td class="ids">sha256 {esc(info.sha256[:16])}</td></tr>'
+        )
+    rows.append(
+        f"<tr><th>model</th><td>{esc(report.model.name, 200)}</td><td></td>"
+        f'<td class="ids">sha256 {esc(report.model.sha256[:16])}</td></tr>'
+    )
+    extra = f" \u00b7 rules {esc(rules_path(report), 300)}" if rules_path(report) else ""
+    return f'<table class="inputs">{"".join(rows)}</table><p class="note">seed {int(report.seed)}{extra}</p>'
+
+
+# --- geometry ---------------------------------------------------------------------------
+
+
+def _finding_members(findings: Sequence[Finding], ref: Snapshot, cur: Snapshot) -> list[np.ndarray]:
+    """Global record indices (reference first, then current) of each finding's records."""
+    pos = {
+        "reference": {rid: i for i, rid in enumerate(ref.ids)},
+        "current": {rid: len(ref) + i for i, rid in enumerate(cur.ids)},
+    }
+    out = []
+    for f in findings:
+        table = pos[f.side]
+        out.append(np.array([table[r] for r in f.record_ids if r in table], dtype=np.int64))
+    return out
+
+
+def _pca2(x: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
+    """Project rows of ``x`` on their top two principal axes (deterministic signs)."""
+    xc = x.astype(np.float64) - x.mean(axis=0, dtype=np.float64)
+    # eigen-decomposition of the d x d scatter matrix: cheap for n >> d, same axes as SVD
+    vals, vecs = np.linalg.eigh(xc.T @ xc)
+    order = np.argsort(vals)[::-1][:2]
+    axes = vecs[:, order]
+    if axes.shape[1] < 2:
+        axes = np.pad(axes, ((0, 0), (0, 2 - axes.shape[1])))
+    # an eigenvector's sign is arbitrary; fix it so the same data always draws the same way
+    flip = np.sign(axes[np.argmax(np.abs(axes), axis=0), np.arange(2)])
+    axes = axes * np.where(flip == 0, 1.0, flip)
+    total = float(vals.sum()) or 1.0
+    share = vals[order] / total
+    share = np.pad(share, (0, 2 - share.size))
+    return xc @ axes, (float(share[0]), float(share[1]))
+
+
+def _layout(
+    ref: Snapshot,
+    cur: Snapshot,
+    findings: Sequence[Finding],
+    member: Sequence[np.ndarray],
+    *,
+    max_points: int,
+    seed: int,
+) -> _Layout:
+    n_ref, n = len(ref), len(ref) + len(cur)
+    side = np.r_[np.zeros(n_ref, dtype=np.int8), np.ones(len(cur), dtype=np.int8)]
+    flag = np.zeros(n, dtype=np.int8)
+    for f, idx in zip(findings, member):
+        if f.severity in ("fail", "warn") and idx.size:
+            level = 2 if f.severity == "fail" else 1
+            flag[idx] = np.maximum(flag[idx], level)
+    if n == 0:
+        coords, var = np.zeros((0, 2)), (0.0, 0.0)
+    else:
+        coords, var = _pca2(np.concatenate([ref.embeddings, cur.embeddings]))
+
+    rng = np.random.default_rng(seed)
+    flagged = np.flatnonzero(flag)
+    if flagged.size > max_points // 2:
+        flagged = np.sort(rng.choice(flagged, size=max_points // 2, replace=False))
+    rest = np.flatnonzero(flag == 0)
+    room = max(0, max_points - flagged.size)
+    if rest.size > room:
+        rest = np.sort(rng.choice(rest, size=room, replace=False))
+    shown = np.sort(np.r_[flagged, rest]).astype(np.int64)
+
+    # scale to the big map's pixel box from the drawn points' range
+    xy = np.zeros((n, 2))
+    if shown.size:
+        lo, hi = coords[shown].min(axis=0), coords[shown].max(axis=0)
+        span = np.maximum(hi - lo, 1e-12)
+        unit = (coords - lo) / span
+        xy[:, 0] = _PAD + unit[:, 0] * (_MAP_W - 2 * _PAD)
+        xy[:, 1] = _MAP_H - _PAD - unit[:, 1] * (_MAP_H - 2 * _PAD)
+    return _Layout(
+        xy=xy,
+        shown=shown,
+        side=side,
+        ids=list(ref.ids) + list(cur.ids),
+        texts=list(ref.texts) + list(cur.texts),
+        flag=flag,
+        var=var,
+    )
+
+
+def _map_legend(layout: _Layout) -> str:
+    n_ref = int(np.count_nonzero(layout.side == 0))
+    n_cur = int(layout.side.size - n_ref)
+    drawn = layout.shown
+    return (
+        '<p class="legend">'
+        f'<span><i class="dot d-ref"></i>reference ({n_ref})</span>'
+        f'<span><i class="dot d-cur"></i>current ({n_cur})</span>'
+        f'<span><i class="dot d-warn"></i>in a warning finding ({int(np.count_nonzero(layout.flag == 1))})</span>'
+        f'<span><i class="dot d-fail"></i>in a failing finding ({int(np.count_nonzero(layout.flag == 2))})</span>'
+        f"<span>axes: PC1 {100 * layout.var[0]:.1f}%, PC2 {100 * layout.var[1]:.1f}% of variance; "
+        f"{drawn.size} of {layout.side.size} records drawn; hover a point for its record</span></p>"
+    )
+
+
+def _tooltip(layout: _Layout, i: int) -> str:
+    side = "current" if layout.side[i] else "reference"
+    return (
+        f"<title>{side} {esc(layout.ids[i], 60, one_line=True)}: "
+        f"{esc(layout.texts[i], _TOOLTIP_CHARS, one_line=True)}</title>"
+    )
+
+
+def _map_svg(
+    layout: _Layout, w: int, h: int, *, highlight: np.ndarray | None, titles: bool, hl_class: str = "p-fail"
+) -> str:
+    """The PCA map.  ``highlight`` None: the overview (all flagged records coloured);
+    otherwise a small map with only those records coloured over a grey background."""
+    if layout.shown.size < 2:
+        return '<p class="note">Too few records to draw a map.</p>'
+    sx, sy = w / _MAP_W, h / _MAP_H
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img">']
+
+    def dot(i: int, cls: str, r: float, title: bool) -> str:
+        x, y = layout.xy[i, 0] * sx, layout.xy[i, 1] * sy
+        if title:
+            return f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{r}" class="{cls}">{_tooltip(layout, i)}</circle>'
+        return f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{r}" class="{cls}"/>'
+
+    if highlight is None:
+        shown = layout.shown
+        # draw order: reference, current, then flagged on top (fail last, most visible)
+        for group, cls, r in (
+            (shown[(layout.flag[shown] == 0) & (layout.side[shown] == 0)], "p-ref", 2.2),
+            (shown[(layout.flag[shown] == 0) & (layout.side[shown] == 1)], "p-cur", 2.2),
+            (shown[layout.flag[shown] == 1], "p-warn", 3.4),
+            (shown[layout.flag[shown] == 2], "p-fail", 3.4),
+        ):
+            parts.extend(dot(int(i), cls, r, titles) for i in group)
+    else:
+        background = layout.shown[:: max(1, layout.shown.size // 1000)]
+        parts.extend(dot(int(i), "p-bg", 1.6, False) for i in background)
+        hl = highlight[:1000]
+        parts.extend(dot(int(i), hl_class, 2.6, titles) for i in hl)
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+# --- clusters ---------------------------------------------------------------------------
+
+
+class _Docs:
+    """Word sets of records, tokenised on demand (only drawn or flagged records are),
+    and document frequencies over a fixed background (the drawn sample)."""
+
+    def __init__(self, texts: Sequence[str], background: np.ndarray) -> None:
+        self.texts = texts
+        self._cache: dict[int, frozenset[str]] = {}
+        self.n_bg = int(background.size)
+        self.df = Counter(w for i in background for w in self.words(int(i)))
+
+    def words(self, i: int) -> frozenset[str]:
+        got = self._cache.get(i)
+        if got is None:
+            got = frozenset(w for w in _WORD.findall(self.texts[i][:4000].lower()) if w not in _STOP)
+            self._cache[i] = got
+        return got
+
+    def top_terms(self, group: Iterable[int], k: int = 6) -> list[str]:
+        """Words frequent in ``group`` and rare in the background (document-level tf-idf)."""
+        grp = [int(i) for i in group]
+        if not grp:
+            return []
+        tf = Counter(w for i in grp for w in self.words(i))
+        min_count = 2 if len(grp) >= 5 else 1
+        scored = [
+            (c / len(grp) * math.log((self.n_bg + 1) / (self.df[w] + 1)), w)
+            for w, c in tf.items()
+            if c >= min_count
+        ]
+        scored.sort(key=lambda t: (-t[0], t[1]))
+        return [w for _, w in scored[:k]]
+
+
+def _clusters_html(
+    layout: _Layout,
+    ref: Snapshot,
+    cur: Snapshot,
+    numbered: Sequence[tuple[int, Finding]],
+    member: Sequence[np.ndarray],
+    docs: _Docs,
+    n_clusters: int | None,
+    seed: int,
+) -> str:
+    n_ref, n_cur = len(ref), len(cur)
+    n = n_ref + n_cur
+    if n_ref == 0 or n_cur == 0:
+        return '<p class="note">Both inputs need records to compare cluster shares.</p>'
+    from auditor.index import kmeans  # faiss is heavy; only the HTML report needs it
+
+    k = n_clusters or int(min(12, max(2, n // 100)))
+    _, assign = kmeans(np.concatenate([ref.embeddings, cur.embeddings]), k, seed=seed)
+    k = int(assign.max()) + 1
+    ref_share = np.bincount(assign[:n_ref], minlength=k) / n_ref
+    cur_share = np.bincount(assign[n_ref:], minlength=k) / n_cur
+
+    # a cluster is marked for a flagged finding when it holds >= half of its records
+    marks: dict[int, list[tuple[int, str]]] = {}
+    for (i, f), idx in zip(numbered, member):
+        if f.severity not in ("fail", "warn") or idx.size == 0:
+            continue
+        per = np.bincount(assign[idx], minlength=k)
+        for c in np.flatnonzero(per * 2 >= idx.size):
+            marks.setdefault(int(c), []).append((i, f.severity))
+
+    shown = layout.shown
+    order = sorted(range(k), key=lambda c: (-(cur_share[c] - ref_share[c]), c))
+    row_h, label_w, bar_w = 34, 300, 420
+    h = 26 + row_h * k
+    w = label_w + bar_w + 140
+    top = max(float(ref_share.max()), float(cur_share.max()), 1e-9)
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img">',
+        f'<rect x="{label_w}" y="6" width="10" height="10" class="b-ref"/>'
+        f'<text x="{label_w + 14}" y="15">reference share</text>'
+        f'<rect x="{label_w + 130}" y="6" width="10" height="10" class="b-cur"/>'
+        f'<text x="{label_w + 144}" y="15">current share</text>',
+    ]
+    for row, c in enumerate(order):
+        y = 26 + row * row_h
+        in_c = shown[assign[shown] == c]
+        terms = docs.top_terms(in_c, k=3)
+        label = f"cluster {c}: " + (", ".join(terms) if terms else "-")
+        parts.append(f'<text x="4" y="{y + 14}">{esc(label, 44, one_line=True)}<title>{esc(label)}</title></text>')
+        if c in marks:
+            sev = "fail" if any(s == "fail" for _, s in marks[c]) else "warn"
+            nums = ", ".join(f"#{i}" for i, _ in marks[c][:4]) + (" ..." if len(marks[c]) > 4 else "")
+            parts.append(
+                f'<rect x="0" y="{y}" width="3" height="{row_h - 6}" class="b-flag-{sev}"/>'
+                f'<text x="4" y="{y + 27}" class="flag-{sev}">\u25b2 finding {nums}</text>'
+            )
+        for j, (share, cls) in enumerate(((ref_share[c], "b-ref"), (cur_share[c], "b-cur"))):
+            by = y + 2 + j * 13
+            bw = bar_w * share / top
+            parts.append(
+                f'<rect x="{label_w}" y="{by}" width="{bw:.1f}" height="11" class="{cls}"/>'
+                f'<text x="{label_w + bw + 4:.1f}" y="{by + 10}">{100 * share:.1f}%</text>'
+            )
+    parts.append("</svg>")
+    return (
+        f'<p class="note">k-means (k={k}, seed {int(seed)}) on the embeddings of both inputs; '
+        "clusters sorted by current minus reference share; labels are words typical of each cluster; "
+        "\u25b2 marks a cluster holding at least half of a flagged finding's records.</p>" + "".join(parts)
+    )
+
+
+# --- findings ---------------------------------------------------------------------------
+
+
+def _sev(severity: str) -> str:
+    s = severity if severity in SEVERITY_RANK else "info"
+    return f'<span class="sev sev-{s}">{esc(s)}</span>'
+
+
+def _findings_table(numbered: Sequence[tuple[int, Finding]]) -> str:
+    if not numbered:
+        return "<p>No findings.</p>"
+    head = (
+        "<tr><th>#</th><th>Severity</th><th>Rule / check</th><th>Side</th><th>Summary</th>"
+        '<th class="num">Statistic</th><th class="num">p-value</th><th class="num">Effect</th>'
+        '<th class="num">Records</th></tr>'
+    )
+    rows = []
+    for i, f in numbered:
+        link = f'<a href="#finding-{i}">{i}</a>' if i <= _MAX_SECTIONS else str(i)
+        rows.append(
+            f"<tr><td>{link}</td><td>{_sev(f.severity)}</td><td>{esc(rule_label(f), 120)}</td>"
+            f"<td>{esc(f.side)}</td><td>{esc(f.summary, 400)}</td>"
+            f'<td class="num">{fmt_num(f.statistic)}</td><td class="num">{fmt_p(f.p_value)}</td>'
+            f'<td class="num">{fmt_num(f.effect_size)}</td><td class="num">{len(f.record_ids)}</td></tr>'
+        )
+    return f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _finding_section(i: int, f: Finding, layout: _Layout, idx: np.ndarray, docs: _Docs, with_map: bool) -> str:
+    sev = f.severity if f.severity in SEVERITY_RANK else "info"
+    terms, examples, evidence = split_details(f.details)
+    term_note = ""
+    if not terms and idx.size:
+        # no terms from the check: words typical of its records against the drawn sample
+        terms = docs.top_terms(idx[:2000], k=8)
+        term_note = ' <span class="note">(computed for this report)</span>'
+    if not examples:
+        examples = [(layout.ids[int(j)], layout.texts[int(j)]) for j in idx[:3]]
+
+    p_raw = f.details.get("p_raw")
+    raw = f" (raw {fmt_p(float(p_raw))})" if isinstance(p_raw, (int, float)) else ""
+    out = [
+        f'<section class="finding {sev}" id="finding-{i}">',
+        f"<h3>#{i} {_sev(sev)} {esc(rule_label(f), 120)}</h3>",
+        f"<p>{esc(f.summary, 1000)}</p>",
+        "<dl>",
+        f"<dt>check</dt><dd>{esc(f.check)}</dd><dt>rule</dt><dd>{esc(f.rule or f.check)}</dd>",
+        f"<dt>side</dt><dd>{esc(f.side)}</dd>",
+        f"<dt>statistic</dt><dd>{fmt_num(f.statistic)}</dd>",
+        f"<dt>p-value</dt><dd>{fmt_p(f.p_value)}{raw}</dd>",
+        f"<dt>effect size</dt><dd>{fmt_num(f.effect_size)}</dd>",
+        f"<dt>records</dt><dd>{len(f.record_ids)} ({idx.size} found in the {esc(f.side)} input)</dd>",
+    ]
+    for key in list(evidence)[:20]:
+        out.append(f"<dt>{esc(key, 60)}</dt><dd>{esc(compact(evidence[key], 600))}</dd>")
+    out.append("</dl>")
+
+    left = []
+    if terms:
+        spans = "".join(f"<span>{esc(t, 60, one_line=True)}</span>" for t in terms[:15])
+        left.append(f'<h4>Top terms{term_note}</h4><p class="terms">{spans}</p>')
+    if examples:
+        left.append("<h4>Example records</h4>")
+        for rid, text in examples[:3]:
+            if rid is not None:
+                left.append(f'<div class="ids">{esc(rid, 120, one_line=True)}</div>')
+            left.append(f'<pre class="ex">{esc(text, _EXAMPLE_CHARS)}</pre>')
+    ids, more = truncated_ids(f.record_ids, _MAX_IDS)
+    if ids:
+        tail = f" ... and {more} more" if more else ""
+        left.append(f'<h4>Record ids</h4><p class="ids">{esc(", ".join(ids))}{esc(tail)}</p>')
+
+    if with_map and idx.size:
+        mini = _map_svg(layout, _MINI_W, _MINI_H, highlight=idx, titles=True, hl_class=f"p-{sev}")
+        out.append(f'<div class="cols"><div>{"".join(left)}</div><div><h4>Its records on the map</h4>{mini}</div></div>')
+    else:
+        out.extend(left)
+    out.append("</section>")
+    return "\n".join(out)

@@ -1,0 +1,71 @@
+"""The summary table printed at the end of a run (rich).
+
+Colour follows the console: rich's ``Console`` turns colour off by itself when ``NO_COLOR``
+is set (https://no-color.org) or when output is not a terminal, so nothing here checks the
+environment.  Dataset text goes into ``rich.text.Text`` objects, never into markup
+strings, so ``[link=...]`` or ``[bold]`` in a record is printed, not interpreted; escape
+sequences and other control characters are stripped before they reach the terminal.
+"""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from auditor.report._common import (
+    clean,
+    counts,
+    fmt_num,
+    fmt_p,
+    ordered_findings,
+    rule_label,
+    testing_note,
+)
+from auditor.types import Report
+
+SEVERITY_STYLE = {"fail": "bold red", "warn": "yellow", "info": "dim"}
+STATUS_STYLE = {"fail": "bold white on red", "warn": "bold black on yellow", "pass": "bold white on green"}
+
+
+def render_terminal(report: Report, console: Console, *, max_rows: int = 40) -> None:
+    """Print the findings table (most severe first) and a one-line verdict to ``console``.
+
+    Every failing and warning finding is listed; info findings fill the table up to
+    ``max_rows`` rows and the rest are counted in a closing line.
+    """
+    findings = ordered_findings(report)
+    n = counts(report)
+    if findings:
+        table = Table(title="auditor findings", title_justify="left", show_lines=False, expand=False)
+        table.add_column("Severity", no_wrap=True)
+        table.add_column("Rule / check", overflow="fold")
+        table.add_column("Side", no_wrap=True)
+        table.add_column("Summary", overflow="fold", ratio=1)
+        table.add_column("Statistic", justify="right", no_wrap=True)
+        table.add_column("p-value", justify="right", no_wrap=True)
+        table.add_column("Records", justify="right", no_wrap=True)
+        shown = 0
+        for f in findings:
+            if f.severity == "info" and shown >= max_rows:
+                break
+            style = SEVERITY_STYLE.get(f.severity, "")
+            table.add_row(
+                Text(f.severity.upper(), style=style),
+                Text(clean(rule_label(f), 80, one_line=True)),
+                Text(f.side),
+                Text(clean(f.summary, 300, one_line=True)),
+                Text(fmt_num(f.statistic)),
+                Text(fmt_p(f.p_value)),
+                Text(str(len(f.record_ids))),
+            )
+            shown += 1
+        console.print(table)
+        if shown < len(findings):
+            console.print(Text(f"... and {len(findings) - shown} more info finding(s) in report.json", style="dim"))
+        console.print(Text(testing_note(report), style="dim"))
+
+    verdict = Text()
+    verdict.append(f" {report.status.upper()} ", style=STATUS_STYLE.get(report.status, "bold"))
+    verdict.append(f"  {n['fail']} failing, {n['warn']} warning, {n['info']} info finding(s); seed {report.seed}")
+    console.print(verdict)

@@ -1,0 +1,101 @@
+"""Pure numpy/scipy statistics shared by the checks.
+
+Conventions (see docs/statistics.md):
+- permutation p-values are (k + 1) / (B + 1), k = permuted statistics >= observed
+  (Phipson & Smyth 2010, "Permutation p-values should never be zero");
+- many tests inside one check go through Benjamini-Hochberg (1995);
+- the gate splits its family-wise alpha across rules (Bonferroni), see auditor/gate.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import stats as _st
+
+
+def permutation_p_value(observed: float, null: np.ndarray) -> float:
+    """(k+1)/(B+1): never zero, exact-level under the null."""
+    null = np.asarray(null, dtype=float)
+    k = int(np.count_nonzero(null >= observed - 1e-12 * max(1.0, abs(observed))))
+    return (k + 1) / (null.size + 1)
+
+
+def benjamini_hochberg(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
+    """BH-adjusted p-values (q-values): reject q <= alpha controls FDR at alpha."""
+    p = np.asarray(p_values, dtype=float)
+    m = p.size
+    if m == 0:
+        return p.copy()
+    order = np.argsort(p)
+    ranked = p[order] * m / np.arange(1, m + 1)
+    # enforce monotonicity from the largest p downwards
+    q_sorted = np.minimum.accumulate(ranked[::-1])[::-1]
+    q = np.empty(m)
+    q[order] = np.clip(q_sorted, 0.0, 1.0)
+    return q
+
+
+def fisher_exact_greater(a: int, b: int, c: int, d: int) -> float:
+    """One-sided Fisher exact p for the 2x2 table [[a, b], [c, d]]: row 1 enriched in col 1.
+
+    Used as: a = current in group, b = reference in group, c = current outside,
+    d = reference outside -> small p means the group is over-represented in current.
+    """
+    # hypergeometric upper tail: P(X >= a), X ~ Hypergeom(M=a+b+c+d, n=a+c, N=a+b)
+    return float(_st.hypergeom.sf(a - 1, a + b + c + d, a + c, a + b))
+
+
+def fisher_exact_less(a: int, b: int, c: int, d: int) -> float:
+    """One-sided Fisher exact p that the group is under-represented in current."""
+    return float(_st.hypergeom.cdf(a, a + b + c + d, a + c, a + b))
+
+
+def mann_whitney_auc(scores_pos: np.ndarray, scores_neg: np.ndarray) -> float:
+    """AUC = P(score_pos > score_neg) + 0.5 P(tie), via ranks (O(n log n))."""
+    n1, n0 = len(scores_pos), len(scores_neg)
+    if n1 == 0 or n0 == 0:
+        return float("nan")
+    ranks = _st.rankdata(np.concatenate([scores_pos, scores_neg]))
+    u = ranks[:n1].sum() - n1 * (n1 + 1) / 2
+    return float(u / (n1 * n0))
+
+
+def stratified_auc_test(
+    scores: np.ndarray, labels: np.ndarray, strata: np.ndarray
+) -> tuple[float, float]:
+    """Van Elteren's stratified Wilcoxon test of AUC > 0.5.
+
+    For cross-fitted classifier scores: within a fold every score comes from the same
+    model, trained without those records, so under the null the fold's scores are
+    exchangeable between classes and its Mann-Whitney U has a known null mean and
+    variance.  Sum U over folds, standardise, one-sided normal p.  Returns (AUC, p).
+    """
+    u_sum = mean_sum = var_sum = 0.0
+    n_pairs = 0.0
+    for s in np.unique(strata):
+        m = strata == s
+        x, y = scores[m & (labels == 1)], scores[m & (labels == 0)]
+        n1, n0 = len(x), len(y)
+        if n1 == 0 or n0 == 0:
+            continue
+        allv = np.concatenate([x, y])
+        ranks = _st.rankdata(allv)
+        u = ranks[:n1].sum() - n1 * (n1 + 1) / 2
+        n = n1 + n0
+        _, counts = np.unique(allv, return_counts=True)
+        tie = (counts**3 - counts).sum() / (n * (n - 1)) if n > 1 else 0.0
+        u_sum += u
+        mean_sum += n1 * n0 / 2
+        var_sum += n1 * n0 / 12 * ((n + 1) - tie)
+        n_pairs += n1 * n0
+    if n_pairs == 0 or var_sum <= 0:
+        return float("nan"), 1.0
+    z = (u_sum - mean_sum) / np.sqrt(var_sum)
+    return float(u_sum / n_pairs), float(_st.norm.sf(z))
+
+
+def binomial_greater(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p)."""
+    return float(_st.binom.sf(k - 1, n, p))

@@ -1,0 +1,268 @@
+"""Frozen result types that flow through the pipeline.
+
+files --load--> Batch --embed--> Snapshot --checks--> Finding --rules--> Report
+
+Every type here is immutable and serialises with ``to_dict()``; ``Report.from_dict``
+reads a ``report.json`` back.  Nothing here imports a heavy library except numpy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+
+import numpy as np
+
+from auditor.errors import AuditorError
+
+__all__ = ["AuditorError", "Batch", "Finding", "InputInfo", "ModelInfo", "Report", "Snapshot"]
+
+SCHEMA_VERSION = 1
+
+Severity = Literal["fail", "warn", "info"]
+Side = Literal["current", "reference"]
+Status = Literal["pass", "warn", "fail"]
+
+SEVERITIES: tuple[str, ...] = ("info", "warn", "fail")
+EXIT_CODES: Mapping[str, int] = MappingProxyType({"pass": 0, "warn": 0, "fail": 1})
+
+
+def _freeze(mapping: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return MappingProxyType(dict(mapping or {}))
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Records loaded from one input file, before embedding.
+
+    ``texts[i]`` is what gets embedded for record ``ids[i]``; ``hashes[i]`` is the sha256
+    of its normalised text (the embedding-cache key and the identity used to diff rounds).
+    ``lines[i]`` is the 1-based line (JSONL/CSV) or record number (JSON array, Parquet,
+    datasets) it came from, for error messages and reports.  ``prompts``/``responses``
+    are set when the records have a prompt/response structure (instruction+input /
+    output, prompt / completion, chat messages); checks that compare responses use them.
+    """
+
+    path: str
+    sha256: str
+    ids: tuple[str, ...]
+    texts: tuple[str, ...]
+    hashes: tuple[str, ...]
+    lines: tuple[int, ...]
+    text_fields: tuple[str, ...]
+    prompts: tuple[str, ...] | None = None
+    responses: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.ids)
+        for name in ("texts", "hashes", "lines"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"Batch.{name} has {len(getattr(self, name))} items, ids has {n}")
+        for name in ("prompts", "responses"):
+            value = getattr(self, name)
+            if value is not None and len(value) != n:
+                raise ValueError(f"Batch.{name} has {len(value)} items, ids has {n}")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def info(self) -> InputInfo:
+        return InputInfo(path=self.path, n_records=len(self), sha256=self.sha256)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Which encoder produced the embeddings: a name and a content fingerprint."""
+
+    name: str
+    sha256: str
+    dim: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "sha256": self.sha256, "dim": self.dim}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ModelInfo:
+        return cls(name=str(d["name"]), sha256=str(d["sha256"]), dim=int(d.get("dim", 0)))
+
+
+@dataclass(frozen=True, eq=False)
+class Snapshot:
+    """A batch plus its embeddings (L2-normalised float32, one row per record).
+
+    ``views`` holds extra embeddings of parts of each record, keyed by view name:
+    ``"prompt"`` and ``"response"`` when the batch has that structure and a check asked
+    for them.  Arrays are made read-only so no check can change another's input.
+    """
+
+    batch: Batch
+    embeddings: np.ndarray
+    model: ModelInfo
+    views: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.embeddings.ndim != 2 or self.embeddings.shape[0] != len(self.batch):
+            raise ValueError(
+                f"embeddings shape {self.embeddings.shape} does not match {len(self.batch)} records"
+            )
+        self.embeddings.setflags(write=False)
+        for arr in self.views.values():
+            arr.setflags(write=False)
+        object.__setattr__(self, "views", _freeze(self.views))
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return self.batch.ids
+
+    @property
+    def texts(self) -> tuple[str, ...]:
+        return self.batch.texts
+
+    def __len__(self) -> int:
+        return len(self.batch)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing a check found.
+
+    ``p_value`` is the one to judge by: already adjusted for the many tests made inside
+    the check (Benjamini-Hochberg for per-cluster / per-phrase tests); the raw value, when
+    different, is in ``details["p_raw"]``.  ``record_ids`` belong to the input named by
+    ``side``.  ``details`` holds evidence for a reader (counts, expected counts, top terms,
+    example texts); it must be JSON-serialisable.  ``severity`` is assigned by the gate
+    from the rules; checks leave it at ``"info"``.
+    """
+
+    check: str
+    summary: str
+    side: Side
+    record_ids: tuple[str, ...] = ()
+    statistic: float | None = None
+    p_value: float | None = None
+    effect_size: float | None = None
+    severity: Severity = "info"
+    rule: str = ""
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"severity {self.severity!r} not in {SEVERITIES}")
+        if self.side not in ("current", "reference"):
+            raise ValueError(f"side {self.side!r} must be 'current' or 'reference'")
+        object.__setattr__(self, "record_ids", tuple(self.record_ids))
+        object.__setattr__(self, "details", _freeze(self.details))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "check": self.check,
+            "rule": self.rule or self.check,
+            "severity": self.severity,
+            "summary": self.summary,
+            "statistic": _num(self.statistic),
+            "p_value": _num(self.p_value),
+            "effect_size": _num(self.effect_size),
+            "side": self.side,
+            "record_ids": list(self.record_ids),
+            "details": _jsonable(dict(self.details)),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Finding:
+        return cls(
+            check=str(d["check"]),
+            rule=str(d.get("rule", "")),
+            severity=d.get("severity", "info"),
+            summary=str(d["summary"]),
+            statistic=d.get("statistic"),
+            p_value=d.get("p_value"),
+            effect_size=d.get("effect_size"),
+            side=d["side"],
+            record_ids=tuple(d.get("record_ids", ())),
+            details=d.get("details", {}),
+        )
+
+
+@dataclass(frozen=True)
+class InputInfo:
+    path: str
+    n_records: int
+    sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "n_records": self.n_records, "sha256": self.sha256}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> InputInfo:
+        return cls(path=str(d["path"]), n_records=int(d["n_records"]), sha256=str(d["sha256"]))
+
+
+@dataclass(frozen=True)
+class Report:
+    """The gate's verdict.  ``to_dict()`` is the versioned ``report.json`` contract."""
+
+    status: Status
+    inputs: Mapping[str, InputInfo]
+    model: ModelInfo
+    seed: int
+    findings: tuple[Finding, ...]
+    rules: Mapping[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "inputs", _freeze(self.inputs))
+        object.__setattr__(self, "rules", _freeze(self.rules))
+        object.__setattr__(self, "findings", tuple(self.findings))
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.status]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "status": self.status,
+            "inputs": {k: v.to_dict() for k, v in self.inputs.items()},
+            "model": {"name": self.model.name, "sha256": self.model.sha256},
+            "seed": self.seed,
+            "rules": _jsonable(dict(self.rules)),
+            "findings": [f.to_dict() for f in self.findings],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Report:
+        return cls(
+            schema_version=int(d["schema_version"]),
+            status=d["status"],
+            inputs={k: InputInfo.from_dict(v) for k, v in d["inputs"].items()},
+            model=ModelInfo.from_dict({"dim": 0, **d["model"]}),
+            seed=int(d["seed"]),
+            rules=d.get("rules", {}),
+            findings=tuple(Finding.from_dict(f) for f in d["findings"]),
+        )
+
+
+def _num(x: float | None) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    return x if np.isfinite(x) else None
+
+
+def _jsonable(obj: Any) -> Any:
+    """Numpy scalars/arrays and tuples to plain JSON types (details come from checks)."""
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return [_jsonable(v) for v in obj.tolist()]
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return _num(float(obj))
+    return obj

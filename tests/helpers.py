@@ -1,0 +1,42 @@
+"""Shared test data helpers: real Alpaca texts and their precomputed real embeddings."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+FIXTURES = ROOT / "tests" / "fixtures"
+
+
+def shared(name: str) -> Path:
+    p = SHARED / name
+    if not p.exists():
+        pytest.skip(f"shared data {p} not present")
+    return p
+
+
+@cache
+def alpaca_records() -> list[dict[str, str]]:
+    return json.loads(shared("alpaca_5000.json").read_text(encoding="utf-8"))
+
+
+@cache
+def alpaca_texts() -> tuple[str, ...]:
+    return tuple("\n".join(p for p in (r["instruction"], r["input"], r["output"]) if p) for r in alpaca_records())
+
+
+@cache
+def alpaca_minilm() -> np.ndarray:
+    """Real all-MiniLM-L6-v2 embeddings of the 5,000 Alpaca records (float32, unit norm)."""
+    path = FIXTURES / "alpaca_minilm.npz"
+    with np.load(path, allow_pickle=False) as z:
+        emb = z["embeddings"].astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    emb.setflags(write=False)
+    return emb

@@ -1,0 +1,59 @@
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats as sst
+
+from auditor import stats
+
+
+@given(st.lists(st.floats(0, 1), min_size=1, max_size=60))
+@settings(max_examples=200, deadline=None)
+def test_bh_properties(p):
+    q = stats.benjamini_hochberg(p)
+    p = np.asarray(p)
+    assert q.shape == p.shape
+    assert np.all(q >= p - 1e-12)  # adjusting never makes a p-value smaller
+    assert np.all(q <= 1)
+    order = np.argsort(p, kind="stable")
+    assert np.all(np.diff(q[order]) >= -1e-12)  # monotone in p
+
+
+def test_bh_matches_scipy():
+    rng = np.random.default_rng(0)
+    p = rng.uniform(size=50) ** 3
+    np.testing.assert_allclose(stats.benjamini_hochberg(p), sst.false_discovery_control(p), rtol=1e-10)
+
+
+def test_permutation_p_value_never_zero_and_counts_ties():
+    null = np.array([0.1, 0.2, 0.3, 0.4])
+    assert stats.permutation_p_value(10.0, null) == 1 / 5
+    assert stats.permutation_p_value(0.3, null) == 3 / 5
+    assert stats.permutation_p_value(-1.0, null) == 1.0
+
+
+@given(st.integers(0, 30), st.integers(0, 30), st.integers(0, 60), st.integers(0, 60))
+@settings(max_examples=100, deadline=None)
+def test_fisher_matches_scipy(a, b, c, d):
+    if a + b == 0 or c + d == 0 or a + c == 0 or b + d == 0:
+        return
+    want = sst.fisher_exact([[a, b], [c, d]], alternative="greater").pvalue
+    assert abs(stats.fisher_exact_greater(a, b, c, d) - want) < 1e-9
+    want = sst.fisher_exact([[a, b], [c, d]], alternative="less").pvalue
+    assert abs(stats.fisher_exact_less(a, b, c, d) - want) < 1e-9
+
+
+def test_stratified_auc_null_is_uniform_and_detects_shift():
+    rng = np.random.default_rng(1)
+    ps = []
+    for _ in range(300):
+        scores = rng.normal(size=200)
+        labels = rng.integers(0, 2, size=200)
+        strata = rng.integers(0, 5, size=200)
+        ps.append(stats.stratified_auc_test(scores, labels, strata)[1])
+    ps = np.array(ps)
+    assert 0.03 < (ps < 0.1).mean() < 0.18  # ~uniform: about 10% below 0.1
+    labels = np.repeat([0, 1], 100)
+    scores = rng.normal(size=200) + labels * 1.0
+    auc, p = stats.stratified_auc_test(scores, labels, np.zeros(200, int))
+    assert auc > 0.65 and p < 1e-5
+    assert abs(auc - stats.mann_whitney_auc(scores[labels == 1], scores[labels == 0])) < 1e-12
