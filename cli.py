@@ -86,6 +86,15 @@ def audit(
     reference: Annotated[
         Optional[Path], typer.Option("--reference", "-r", help="Reference data the batch should resemble.")
     ] = None,
+    store: Annotated[
+        Optional[Path], typer.Option("--store", help="Curation-round store holding the --baseline round.")
+    ] = None,
+    baseline: Annotated[
+        Optional[str],
+        typer.Option(
+            "--baseline", help="Audit against this stored round (with --store) instead of --reference."
+        ),
+    ] = None,
     text_field: TextFieldOpt = None,
     id_field: IdFieldOpt = None,
     rules: RulesOpt = None,
@@ -103,20 +112,31 @@ def audit(
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Audit CURRENT against --reference; write DIR/report.json and DIR/report.md.
+    """Audit CURRENT against --reference (or a stored round: --store DIR --baseline NAME);
+    write DIR/report.json and DIR/report.md.
 
     Example:  auditor audit generated.jsonl -r seed_tasks.jsonl -t instruction --out out/
     """
     from auditor.api import run_audit
     from auditor.progress import Progress
-    from auditor.report import render_terminal, to_json, write_junit, write_reports
+    from auditor.report import render_junit, render_terminal, to_json, write_reports, write_text_atomic
 
-    if reference is None:
-        raise AuditorError("audit: --reference FILE is required")
+    if baseline is not None or store is not None:
+        if reference is not None:
+            raise AuditorError("audit: give either --reference FILE or --store DIR --baseline NAME, not both")
+        if baseline is None or store is None:
+            raise AuditorError("audit: --store DIR and --baseline NAME go together")
+    elif reference is None:
+        raise AuditorError("audit: --reference FILE (or --store DIR --baseline NAME) is required")
+    baseline_snap = None
+    if baseline is not None and store is not None:
+        from auditor.store import Store
+
+        baseline_snap = Store.open(store).load(baseline)  # checked against its manifest
     with Progress(quiet=quiet) as progress:
         run = run_audit(
             current,
-            reference,
+            baseline_snap if baseline_snap is not None else reference,
             text_fields=text_field,
             id_field=id_field,
             rules=rules,
@@ -130,7 +150,7 @@ def audit(
     report = run.report
     written = write_reports(report, out, ref=run.reference, cur=run.current, html=html)
     if junit is not None:
-        write_junit(report, junit)
+        write_text_atomic(junit, render_junit(report))
     if json_out:
         sys.stdout.write(to_json(report) + "\n")
     console = _stderr_console(quiet)
@@ -149,26 +169,247 @@ def checks() -> None:
         typer.echo(f"{name}\n    {spec.description}\n    params: {params}\n")
 
 
+# --------------------------------------------------------------------------------------
+# curation rounds (auditor/store.py, auditor/history.py)
+
+StoreReq = Annotated[
+    Path, typer.Option("--store", help="Curation-round store directory (the first snapshot creates it).")
+]
+PermutationsOpt = Annotated[
+    int, typer.Option("--permutations", min=99, help="Permutations per round-drift / trend test.")
+]
+
+
+@app.command("snapshot")
+def snapshot_cmd(
+    data: Annotated[Path, typer.Argument(help="This round's records (any format audit reads).")],
+    store: StoreReq,
+    name: Annotated[str, typer.Option("--name", help="Name of this round (letters, digits, '.', '_', '-').")],
+    parent: Annotated[
+        Optional[str], typer.Option("--parent", help="The stored round this one refines (omit for a root).")
+    ] = None,
+    text_field: TextFieldOpt = None,
+    id_field: IdFieldOpt = None,
+    rules: Annotated[
+        Optional[Path],
+        typer.Option("--rules", help="Rules whose prompt/response views to embed and store (default rules)."),
+    ] = None,
+    basis_k: Annotated[
+        Optional[int],
+        typer.Option(
+            "--basis-k",
+            min=1,
+            help="Clusters in the store's fixed basis (first snapshot only; default n/40, 2-64).",
+        ),
+    ] = None,
+    seed: SeedOpt = 0,
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    cache_dir: CacheOpt = Path(".auditor/cache"),
+    no_cache: NoCacheOpt = False,
+    batch_size: BatchSizeOpt = 64,
+    quiet: QuietOpt = False,
+) -> None:
+    """Record DATA as curation round NAME in the store (manifest, embeddings, records).
+
+    Example:  auditor snapshot round2.jsonl --store rounds/ --name round2 --parent round1
+    """
+    from auditor.api import load_batch, snapshot_of
+    from auditor.embed import load_encoder
+    from auditor.progress import Progress
+    from auditor.rules import load_rules
+    from auditor.store import Store
+
+    st = Store.create(store)
+    names = st.names()
+    # fail before the (slow) embedding; add_snapshot checks again under the lock
+    if name in names:
+        raise AuditorError(f"--name: snapshot {name!r} already exists in {store}")
+    if parent is not None and parent not in names:
+        raise AuditorError(
+            f"--parent: no snapshot named {parent!r} in {store} (snapshots: {', '.join(names) or 'none yet'})"
+        )
+    batch = load_batch(data, text_field, id_field)
+    views = sorted(load_rules(rules).needs())
+    encoder = load_encoder(model, device=device)
+    with Progress(quiet=quiet) as progress:
+        snap = snapshot_of(
+            batch,
+            encoder,
+            cache_dir=None if no_cache else cache_dir,
+            views=views,
+            batch_size=batch_size,
+            progress=progress,
+        )
+    m = st.add_snapshot(snap, name, parent=parent, basis_k=basis_k, seed=seed)
+    typer.echo(
+        f"{m.name}: {m.n_records} records, parent {m.parent or '-'}, "
+        f"{len(m.cluster_counts)} basis clusters, manifest sha256 {m.sha256}"
+    )
+
+
+@app.command("history")
+def history_cmd(
+    store: StoreReq,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify", help="Recompute every hash; exit 1 naming the first broken snapshot or file."
+        ),
+    ] = False,
+    seed: SeedOpt = 0,
+    permutations: PermutationsOpt = 999,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the rounds as JSON to stdout.")] = False,
+) -> None:
+    """The rounds in creation order: counts, what changed and drift from each round's parent.
+
+    Example:  auditor history --store rounds/ --verify
+    """
+    import json
+
+    from auditor.history import history_rows
+    from auditor.store import Store
+
+    st = Store.open(store)
+    if verify:
+        problems = st.verify()
+        if problems:
+            typer.echo(f"error: store {store} was altered; first broken: {problems[0]}", err=True)
+            for p in problems[1:]:
+                typer.echo(f"  also: {p}", err=True)
+            raise typer.Exit(1)
+    rows = history_rows(st, seed=seed, n_permutations=permutations)
+    if json_out:
+        sys.stdout.write(json.dumps({"head": st.head(), "rounds": rows}, indent=2) + "\n")
+    else:
+        typer.echo(
+            f"{'#':>3}  {'round':<20} {'parent':<20} {'records':>8} {'added':>7} {'removed':>8} "
+            f"{'drift SD':>9} {'drift p':>9}  created"
+        )
+        for r in rows:
+            p = "-" if r["drift_p"] is None else f"{r['drift_p']:.3g}"
+            eff = "-" if r["drift_effect_sd"] is None else f"{r['drift_effect_sd']:.3f}"
+            typer.echo(
+                f"{r['seq']:>3}  {r['name']:<20} {r['parent'] or '-':<20} {r['n_records']:>8} "
+                f"{r['n_added'] if r['n_added'] is not None else '-':>7} "
+                f"{r['n_removed'] if r['n_removed'] is not None else '-':>8} {eff:>9} {p:>9}  {r['created']}"
+            )
+        typer.echo(f"head manifest sha256: {st.head() or '-'}")
+    if verify:
+        typer.echo(f"verified: {len(rows)} snapshots, every hash and the chain order intact", err=True)
+
+
+@app.command("diff")
+def diff_cmd(
+    a: Annotated[str, typer.Argument(help="The earlier stored round.")],
+    b: Annotated[str, typer.Argument(help="The later stored round.")],
+    store: StoreReq,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Directory for report.json, report.md and diff.md.")
+    ] = Path("auditor-diff"),
+    rules: RulesOpt = None,
+    seed: SeedOpt = 0,
+    permutations: PermutationsOpt = 999,
+    junit: JunitOpt = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """What round B changed relative to round A: records added/removed/kept, clusters that
+    gained or lost share, drift; report.json (same schema and exit codes as audit),
+    report.md and diff.md (for the pull request).
+
+    Example:  auditor diff round1 round2 --store rounds/ --out diff/
+    """
+    from auditor.history import cluster_table, diff_markdown, diff_report
+    from auditor.progress import Progress
+    from auditor.report import render_junit, render_terminal, to_json, write_reports, write_text_atomic
+    from auditor.rules import load_rules
+    from auditor.store import Store
+
+    st = Store.open(store)
+    ref, cur = st.load(a), st.load(b)
+    ca, cb = st.clusters(a), st.clusters(b)
+    basis = st.basis()
+    ruleset = load_rules(rules)
+    with Progress(quiet=quiet) as progress:
+        report, d = diff_report(
+            ref,
+            cur,
+            ruleset,
+            seed=seed,
+            basis=basis,
+            a_clusters=ca,
+            b_clusters=cb,
+            n_permutations=permutations,
+            progress=progress,
+        )
+    k = len(basis) if basis is not None else int(max(ca.max(initial=0), cb.max(initial=0)) + 1)
+    md = diff_markdown(report, d, ref, cur, a_name=a, b_name=b, clusters=cluster_table(ca, cb, k))
+    written = write_reports(report, out)
+    written["diff"] = write_text_atomic(out / "diff.md", md)
+    if junit is not None:
+        write_text_atomic(junit, render_junit(report))
+    if json_out:
+        sys.stdout.write(to_json(report) + "\n")
+    console = _stderr_console(quiet)
+    render_terminal(report, console)
+    console.print(f"reports: {', '.join(str(p) for p in written.values())}", highlight=False)
+    raise typer.Exit(report.exit_code)
+
+
+@app.command("trend")
+def trend_cmd(
+    store: StoreReq,
+    name: Annotated[
+        Optional[str], typer.Option("--name", help="Last round of the chain (default: the newest snapshot).")
+    ] = None,
+    out: Annotated[
+        Optional[Path], typer.Option("--out", "-o", help="Also write report.json and report.md here.")
+    ] = None,
+    seed: SeedOpt = 0,
+    permutations: PermutationsOpt = 999,
+    junit: JunitOpt = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Slow drift along the chain root -> ... -> NAME: each round against the root and its
+    parent, and whether the rounds keep moving one way.  Exit 1 when a test fails.
+
+    Example:  auditor trend --store rounds/
+    """
+    from auditor.history import trend_report
+    from auditor.report import render_junit, render_terminal, to_json, write_reports, write_text_atomic
+    from auditor.store import Store
+
+    st = Store.open(store)
+    chain = st.chain(name)
+    if len(chain) < 2:
+        last = chain[-1].name if chain else "(empty store)"
+        raise AuditorError(f"{store}: trend needs a chain of at least 2 rounds; {last} has no parent")
+    snaps = [st.load(m.name) for m in chain]
+    report = trend_report(snaps, [m.name for m in chain], seed=seed, n_permutations=permutations)
+    if out is not None:
+        write_reports(report, out)
+    if junit is not None:
+        write_text_atomic(junit, render_junit(report))
+    if json_out:
+        sys.stdout.write(to_json(report) + "\n")
+    console = _stderr_console(quiet)
+    console.print("chain: " + " -> ".join(m.name for m in chain), highlight=False)
+    render_terminal(report, console)
+    raise typer.Exit(report.exit_code)
+
+
 def main() -> None:
-    """Console-script entry point: run the app, turning AuditorError into exit 2."""
+    """Console-script entry point: usage errors exit 2 (click), AuditorError exits 2 here."""
     try:
-        rc = app(standalone_mode=False)
+        app()  # standalone: click reports usage errors itself and exits 2
     except AuditorError as err:
         sys.stderr.write(f"error: {err}\n")
         sys.exit(2)
-    except typer.Exit as ex:
-        sys.exit(ex.exit_code)
-    except (typer.Abort, KeyboardInterrupt):
+    except KeyboardInterrupt:
         sys.stderr.write("aborted\n")
         sys.exit(130)
-    except Exception as err:  # click usage errors arrive here in standalone_mode=False
-        import click
-
-        if isinstance(err, click.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        raise
-    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 if __name__ == "__main__":

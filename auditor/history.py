@@ -570,6 +570,54 @@ def trend(
 
 
 # --------------------------------------------------------------------------------------
+# the store's history
+
+
+def history_rows(store: Any, *, seed: int, n_permutations: int = 999) -> list[dict[str, Any]]:
+    """One row per stored round in creation order: counts, changes against its parent,
+    cluster-share change (total variation distance on the fixed basis) and
+    ``round_drift`` against its parent (effect in SD, p).  ``store`` is an
+    ``auditor.store.Store``; every snapshot is checked against its manifest on load."""
+    manifests = store.manifests()
+    cache: dict[str, Snapshot] = {}
+
+    def load(name: str) -> Snapshot:
+        if name not in cache:
+            cache[name] = store.load(name)
+        return cache[name]
+
+    rows = []
+    for m in manifests:
+        row: dict[str, Any] = {
+            "seq": m.seq,
+            "name": m.name,
+            "parent": m.parent,
+            "created": m.created,
+            "n_records": m.n_records,
+            "input_path": m.input["path"],
+            "input_sha256": m.input["sha256"],
+            "manifest_sha256": m.sha256,
+            "n_added": None,
+            "n_removed": None,
+            "n_kept": None,
+            "n_reided": None,
+            "cluster_tv": None,
+            "drift_effect_sd": None,
+            "drift_p": None,
+        }
+        if m.parent is not None:
+            a, b = load(m.parent), load(m.name)
+            row.update(diff_records(a, b).to_dict())
+            pa = np.asarray(store.manifest(m.parent).cluster_counts, dtype=float)
+            pb = np.asarray(m.cluster_counts, dtype=float)
+            row["cluster_tv"] = float(0.5 * np.abs(pa / max(pa.sum(), 1) - pb / max(pb.sum(), 1)).sum())
+            f = round_drift(a, b, seed=seed, n_permutations=n_permutations)
+            row["drift_effect_sd"], row["drift_p"] = f.effect_size, f.p_value
+        rows.append(row)
+    return rows
+
+
+# --------------------------------------------------------------------------------------
 # graded reports
 
 
@@ -608,6 +656,29 @@ def _sorted(findings: Sequence[Finding]) -> tuple[Finding, ...]:
     )
 
 
+def subset(snap: Snapshot, idx: Sequence[int]) -> Snapshot:
+    """The records ``idx`` of a snapshot (with their views), as a Snapshot."""
+    ix = [int(i) for i in idx]
+    b = snap.batch
+
+    def pick(seq: Sequence[Any] | None) -> tuple[Any, ...] | None:
+        return None if seq is None else tuple(seq[i] for i in ix)
+
+    batch = Batch(
+        path=b.path,
+        sha256=b.sha256,
+        ids=tuple(b.ids[i] for i in ix),
+        texts=tuple(b.texts[i] for i in ix),
+        hashes=tuple(b.hashes[i] for i in ix),
+        lines=tuple(b.lines[i] for i in ix),
+        text_fields=b.text_fields,
+        prompts=pick(b.prompts),
+        responses=pick(b.responses),
+    )
+    views = {k: np.asarray(v)[ix] for k, v in snap.views.items()}
+    return Snapshot(batch=batch, embeddings=np.asarray(snap.embeddings)[ix], model=snap.model, views=views)
+
+
 def diff_report(
     a: Snapshot,
     b: Snapshot,
@@ -620,21 +691,33 @@ def diff_report(
     n_permutations: int = 999,
     progress: Any = None,
 ) -> tuple[Report, RecordDiff]:
-    """The Report for ``auditor diff A B``: the gate's checks with A as reference and B
-    as current, plus ``round_drift`` and ``cluster_shift`` (which account for the
-    overlap between rounds), all graded by the rules with one Bonferroni split across
-    rules + these two, and an info finding ``round_records`` listing what was added."""
+    """The Report for ``auditor diff A B``.
+
+    - the rules' checks (global drift, the targeted-selection checks, ...) with round A
+      as reference and **B's added records** as current: under the membership null the
+      added records are exchangeable with A's, so those two-sample tests are exact, and
+      they are not diluted by the records B kept (comparing A with all of B is valid but
+      nearly powerless when most records are shared).  Skipped when nothing was added;
+    - ``round_drift`` and ``cluster_shift`` on A and B, which account for the overlap and
+      also see what was removed;
+    - an info finding ``round_records`` listing what was added (record_ids) and removed.
+
+    All findings are graded by the rules, the Bonferroni split counting the rules plus
+    ``round_drift`` and ``cluster_shift``.
+    """
     from auditor.gate import evaluate
 
     full = _extra_rules(rules, DIFF_CHECKS)
-    base = evaluate(a, b, rules, seed=seed, progress=progress)
     d = diff_records(a, b)
+    findings: list[Finding] = []
+    if d.added:
+        base = evaluate(a, subset(b, d.added), rules, seed=seed, progress=progress)
+        # re-grade: the Bonferroni denominator now counts the extra rules
+        findings.extend(_graded([dataclasses.replace(f, severity="info") for f in base.findings], full))
     extra: list[Finding] = [round_drift(a, b, seed=seed, n_permutations=n_permutations)]
     if basis is not None or (a_clusters is not None and b_clusters is not None):
         extra.extend(cluster_shift(a, b, basis, a_clusters=a_clusters, b_clusters=b_clusters))
-    # re-grade the gate's findings too: the Bonferroni denominator now counts the extra rules
-    regraded = _graded([dataclasses.replace(f, severity="info") for f in base.findings], full)
-    findings = [*regraded, *_graded(extra, full)]
+    findings.extend(_graded(extra, full))
     findings.append(
         Finding(
             check="round_records",
@@ -644,6 +727,9 @@ def diff_report(
             record_ids=[b.ids[j] for j in d.added],
             details={
                 **d.to_dict(),
+                "rules_compared": "reference round vs the current round's added records"
+                if d.added
+                else "nothing added: only round_drift and cluster_shift apply",
                 "removed_ids": [a.ids[i] for i in d.removed],
                 "added_examples": [_short(b.texts[j]) for j in d.added[:5]],
                 "removed_examples": [_short(a.texts[i]) for i in d.removed[:5]],

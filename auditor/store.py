@@ -210,12 +210,16 @@ def _load_npy(path: Path) -> np.ndarray:
 
 
 def _test_pause(stage: str) -> None:
-    """Test hook: with AUDITOR_TEST_SLOW_WRITE=seconds, announce each write stage on
-    stderr and sleep, so the crash tests can SIGKILL a writer at a known point."""
-    delay = os.environ.get(_TEST_PAUSE_ENV)
-    if delay:
-        print(f"auditor-store-stage {stage}", file=sys.stderr, flush=True)
-        time.sleep(float(delay))
+    """Test hook for the crash tests: with ``AUDITOR_TEST_SLOW_WRITE=SECONDS[@STAGE]`` a
+    writer announces each write stage on stderr and sleeps there (at every stage, or only
+    at STAGE), so a test can SIGKILL it at a known point.  Unset: does nothing."""
+    spec = os.environ.get(_TEST_PAUSE_ENV)
+    if not spec:
+        return
+    seconds, _, only = spec.partition("@")
+    print(f"auditor-store-stage {stage}", file=sys.stderr, flush=True)
+    if not only or only == stage:
+        time.sleep(float(seconds))
 
 
 def _utc_now() -> str:
@@ -466,6 +470,7 @@ class Store:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             deadline = time.monotonic() + self.lock_timeout
+            waited = False
             while True:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -473,6 +478,9 @@ class Store:
                 except OSError as err:
                     if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                         raise
+                    if not waited:
+                        _test_pause("lock-wait")
+                        waited = True
                     if time.monotonic() >= deadline:
                         raise AuditorError(
                             f"{path}: another process is writing to this store "
@@ -532,6 +540,7 @@ class Store:
         with self._locked():
             index = self._read_index()
             self._sweep(index)
+            _test_pause("locked")
             entries = list(index["snapshots"])
             names = [e["name"] for e in entries]
             if name in names:

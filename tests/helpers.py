@@ -40,3 +40,21 @@ def alpaca_minilm() -> np.ndarray:
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     emb.setflags(write=False)
     return emb
+
+
+def fixture_cache(root: Path):  # type: ignore[no-untyped-def]
+    """An EmbeddingCache pre-filled with the real Alpaca embeddings (texts and views), so a
+    test that uses the real encoder only embeds the texts it changed."""
+    from auditor.embed import BUNDLED_MODEL_SHA256, EmbeddingCache
+
+    cache = EmbeddingCache(root)
+    path = FIXTURES / "alpaca_minilm.npz"
+    with np.load(path, allow_pickle=False) as z:
+        for name in ("embeddings", "prompt", "response"):
+            if name not in z:
+                continue
+            emb = z[name].astype(np.float32)
+            emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+            hashes = [h.hex() for h in z[f"{name}_hashes"]]
+            cache.put(BUNDLED_MODEL_SHA256, hashes, emb)
+    return cache

@@ -47,7 +47,7 @@ def error_of(path: Path, **kwargs: Any) -> str:
 RECORDS = [
     {"id": "a", "text": "first record"},
     {"id": "b", "text": "second record\nwith two lines"},
-    {"id": "c", "text": "third, with a comma and \"quotes\""},
+    {"id": "c", "text": 'third, with a comma and "quotes"'},
 ]
 
 
@@ -94,7 +94,7 @@ def test_csv_roundtrip_lines_count_quoted_newlines(tmp_path: Path) -> None:
 
 def test_csv_blank_lines_and_integer_like_cells_stay_strings(tmp_path: Path) -> None:
     p = tmp_path / "d.csv"
-    p.write_text("\nid,text\n007,hello\n\n008,\"multi\nline\"\n\n009,world\n\n", encoding="utf-8")
+    p.write_text('\nid,text\n007,hello\n\n008,"multi\nline"\n\n009,world\n\n', encoding="utf-8")
     b = load(p, id_field="id")
     assert b.ids == ("007", "008", "009")
     assert b.texts == ("hello", "multi\nline", "world")
@@ -141,7 +141,10 @@ def test_file_sha256_of_folder_tracks_names_and_contents(tmp_path: Path) -> None
 
 def test_dotted_index_and_star_paths(tmp_path: Path) -> None:
     recs = [
-        {"meta": {"title": "T1"}, "instances": [{"input": "", "output": "o1"}, {"input": "i2", "output": "o2"}]},
+        {
+            "meta": {"title": "T1"},
+            "instances": [{"input": "", "output": "o1"}, {"input": "i2", "output": "o2"}],
+        },
         {"meta": {"title": "T2"}, "instances": [{"input": "x", "output": "p1"}]},
     ]
     p = write_jsonl(tmp_path / "d.jsonl", recs)
@@ -245,8 +248,16 @@ def test_auto_unrecognised_names_fields_seen(tmp_path: Path) -> None:
 
 REAL = {
     "alpaca_5000.json": (5000, ("instruction", "input", "output"), (1, 2, 3)),
-    "self_instruct_seed_tasks.jsonl": (175, ("instruction", "instances.*.input", "instances.*.output"), (1, 2, 3)),
-    "user_oriented_instructions.jsonl": (252, ("instruction", "instances.*.input", "instances.*.output"), (1, 2, 3)),
+    "self_instruct_seed_tasks.jsonl": (
+        175,
+        ("instruction", "instances.*.input", "instances.*.output"),
+        (1, 2, 3),
+    ),
+    "user_oriented_instructions.jsonl": (
+        252,
+        ("instruction", "instances.*.input", "instances.*.output"),
+        (1, 2, 3),
+    ),
     "davinci_self_instruct_predictions.jsonl": (252, ("instruction", "input", "response"), (1, 2, 3)),
     "text_davinci_003_predictions.jsonl": (252, ("instruction", "input", "response"), (1, 2, 3)),
 }
@@ -293,7 +304,9 @@ def test_default_ids_disambiguate_repeats_like_batch_from_texts(tmp_path: Path) 
 
 
 def test_integer_ids_allowed(tmp_path: Path) -> None:
-    b = load(write_jsonl(tmp_path / "d.jsonl", [{"id": 7, "text": "a"}, {"id": "8", "text": "b"}]), id_field="id")
+    b = load(
+        write_jsonl(tmp_path / "d.jsonl", [{"id": 7, "text": "a"}, {"id": "8", "text": "b"}]), id_field="id"
+    )
     assert b.ids == ("7", "8")
 
 
@@ -310,7 +323,13 @@ def test_duplicate_ids_name_both_lines(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("value", "problem"),
-    [(1.5, "is a number (1.5)"), (None, "is null"), ("", "is empty"), (True, "is a boolean"), ({"a": 1}, "is an object")],
+    [
+        (1.5, "is a number (1.5)"),
+        (None, "is null"),
+        ("", "is empty"),
+        (True, "is a boolean"),
+        ({"a": 1}, "is an object"),
+    ],
 )
 def test_bad_ids(tmp_path: Path, value: Any, problem: str) -> None:
     p = write_jsonl(tmp_path / "d.jsonl", [{"id": "ok", "text": "a"}, {"id": value, "text": "b"}])
@@ -378,7 +397,11 @@ def test_malformed_json_array_line_number(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("content", "found"),
-    [('{"text": "a"}\n{"text": "b"}\n', "found an object"), ("5", "found a number"), ('[{"text": "a"}, 3]', "found a number")],
+    [
+        ('{"text": "a"}\n{"text": "b"}\n', "found an object"),
+        ("5", "found a number"),
+        ('[{"text": "a"}, 3]', "found a number"),
+    ],
 )
 def test_json_must_be_array_of_objects(tmp_path: Path, content: str, found: str) -> None:
     p = tmp_path / "d.json"
@@ -470,7 +493,9 @@ def test_empty_text_after_join(tmp_path: Path) -> None:
 
 def test_type_conflict_is_located(tmp_path: Path) -> None:
     # polars cannot unify a list with an object: the stdlib scan names the line
-    p = write_jsonl(tmp_path / "d.jsonl", [{"text": "a", "m": [1]}, {"text": "b"}, {"text": "c", "m": {"x": 1}}])
+    p = write_jsonl(
+        tmp_path / "d.jsonl", [{"text": "a", "m": [1]}, {"text": "b"}, {"text": "c", "m": {"x": 1}}]
+    )
     msg = error_of(p)
     assert msg.startswith(f"{p}:3: field 'm' is an object here but a list")
 
@@ -548,3 +573,28 @@ def test_csv_lines_match_stdlib_reader(tmp_path: Path, cells: list[tuple[str, st
 def test_messages_follow_file_line_pattern(tmp_path: Path) -> None:
     p = write_jsonl(tmp_path / "d.jsonl", [{"text": "a"}, {"body": "b"}])
     assert re.fullmatch(rf"{re.escape(str(p))}:2: field 'text' missing \(fields seen: body\)", error_of(p))
+
+
+_PART = st.text(alphabet=st.sampled_from(["a", "7", " ", "\u3000", "\x1c", "\n", "[", "-"]), max_size=6)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.tuples(_PART, _PART, _PART), min_size=1, max_size=8))
+def test_columnar_and_per_record_paths_agree(tmp_path: Path, rows: list[tuple[str, str, str]]) -> None:
+    """Top-level string fields (read in bulk) and nested ones (read record by record) give
+    the same texts, prompts and responses; blank parts are skipped, all-blank is an error."""
+    flat = [{"instruction": a, "input": b, "output": c} for a, b, c in rows]
+    nested = [{"r": r} for r in flat]
+    pf = write_jsonl(tmp_path / "flat.jsonl", flat)
+    pn = write_jsonl(tmp_path / "nested.jsonl", nested)
+    fields = ["r.instruction", "r.input", "r.output"]
+    expected = ["\n".join(s for s in row if s.strip()) for row in rows]
+    if not all(expected):
+        bad = expected.index("") + 1
+        assert error_of(pf).startswith(f"{pf}:{bad}: fields 'instruction', 'input', 'output' are all empty")
+        assert error_of(pn, text_fields=fields).startswith(f"{pn}:{bad}: fields 'r.instruction'")
+        return
+    a, b = load(pf), load(pn, text_fields=fields)
+    assert a.texts == b.texts == tuple(expected)
+    assert a.responses == tuple(c if c.strip() else "" for _, _, c in rows)
+    assert a.prompts == tuple("\n".join(s for s in (x, y) if s.strip()) for x, y, _ in rows)

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
+from auditor.report import json as report_json
 from auditor.report import (
     render_html,
     render_junit,
@@ -26,7 +27,6 @@ from auditor.report import (
     write_reports,
     write_text_atomic,
 )
-from auditor.report import json as report_json
 from auditor.textutil import batch_from_texts
 from auditor.types import Finding, InputInfo, ModelInfo, Report, Snapshot
 from tests.fakes import fake_snapshot
@@ -35,24 +35,37 @@ P_SCRIPT = "<script>window.__pwned=1;document.title='PWNED'</script>"
 P_IMG = "<img src=x onerror=\"document.title='PWNED'\">"
 P_JS = '<a href="javascript:alert(1)">click</a>'
 P_STYLE = "</style><script>document.title='PWNED'</script>"
-P_SVG = "\"><svg onload=\"document.title='PWNED'\">"
+P_SVG = '"><svg onload="document.title=\'PWNED\'">'
 HTML_PAYLOADS = (P_SCRIPT, P_IMG, P_JS, P_STYLE, P_SVG)
 # markdown-only tricks: a link, an image, a table break, a code span, a mention
-MD_PAYLOADS = ("[click](javascript:alert(1))", "![x](https://evil.example/x.png)", "a | b | c", "`x`", "@octocat")
+MD_PAYLOADS = (
+    "[click](javascript:alert(1))",
+    "![x](https://evil.example/x.png)",
+    "a | b | c",
+    "`x`",
+    "@octocat",
+)
 CONTROL = "\x1b[31mred\x1b[0m\x00\x07\x0b\ufffe"
 
 _WORDS = "apple banana cherry delta engine forest garden harbor island jungle kettle lemon".split()
 
 
-def adversarial_inputs(n_ref: int = 300, n_plain: int = 240, n_adv: int = 60) -> tuple[Snapshot, Snapshot, list[str]]:
+def adversarial_inputs(
+    n_ref: int = 300, n_plain: int = 240, n_adv: int = 60
+) -> tuple[Snapshot, Snapshot, list[str]]:
     """Reference and current snapshots (fake encoder); the last ``n_adv`` current records
     carry the payloads and share words, so they form their own region of the map."""
     rng = np.random.default_rng(7)
     ref_texts = [" ".join(rng.choice(_WORDS, 8)) for _ in range(n_ref)]
     payloads = HTML_PAYLOADS + MD_PAYLOADS
-    adv = [f"zebra trigger quartz {payloads[i % len(payloads)]} {CONTROL if i % 7 == 0 else ''} {i}" for i in range(n_adv)]
+    adv = [
+        f"zebra trigger quartz {payloads[i % len(payloads)]} {CONTROL if i % 7 == 0 else ''} {i}"
+        for i in range(n_adv)
+    ]
     cur_texts = [" ".join(rng.choice(_WORDS, 8)) for _ in range(n_plain)] + adv
-    cur_ids = [f"cur-{i:04d}" for i in range(n_plain)] + [f"adv{i}{HTML_PAYLOADS[i % 5]}" for i in range(n_adv)]
+    cur_ids = [f"cur-{i:04d}" for i in range(n_plain)] + [
+        f"adv{i}{HTML_PAYLOADS[i % 5]}" for i in range(n_adv)
+    ]
     ref = fake_snapshot(batch_from_texts(ref_texts, path="data/reference.jsonl"))
     cur = fake_snapshot(batch_from_texts(cur_texts, cur_ids, path=f"data/{P_SCRIPT}.jsonl"))
     return ref, cur, adv
@@ -120,6 +133,12 @@ def case() -> tuple[Snapshot, Snapshot, Report]:
     return ref, cur, adversarial_report(ref, cur, adv)
 
 
+@pytest.fixture(scope="module")
+def page(case) -> str:
+    ref, cur, report = case
+    return render_html(report, ref, cur)
+
+
 def _many_findings(n: int) -> Report:
     sev = ["fail", "warn"] + ["info"] * 8
     findings = [
@@ -165,6 +184,7 @@ def test_write_reports_writes_all_and_leaves_no_temp_files(case, tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.html", "report.json", "report.md"]
     assert paths["json"].read_text(encoding="utf-8") == to_json(report)
     assert paths["md"].read_text(encoding="utf-8") == render_markdown(report)
+    assert all(p.stat().st_mode & 0o777 == 0o644 for p in paths.values())
 
     only_two = write_reports(report, tmp_path / "out2")
     assert set(only_two) == {"json", "md"}
@@ -353,9 +373,7 @@ class _Collect(HTMLParser):
             self.text.append(data)
 
 
-def test_html_structure_has_no_markup_from_data(case):
-    ref, cur, report = case
-    page = render_html(report, ref, cur)
+def test_html_structure_has_no_markup_from_data(page):
     parser = _Collect()
     parser.feed(page)
     tags = {t for t, _ in parser.tags}
@@ -373,9 +391,8 @@ def test_html_structure_has_no_markup_from_data(case):
     assert "\x1b" not in page and "\x00" not in page
 
 
-def test_html_map_highlights_flagged_records_and_caps_points(case):
+def test_html_map_highlights_flagged_records_and_caps_points(case, page):
     ref, cur, report = case
-    page = render_html(report, ref, cur)
     overview = page[page.index('<section id="map">') : page.index('<section id="clusters">')]
     n_fail = len(report.findings[0].record_ids)
     n_warn = len(report.findings[1].record_ids)

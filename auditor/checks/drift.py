@@ -3,11 +3,13 @@
 Two complementary tests on the embeddings:
 
 - ``mmd``: kernel two-sample test (Gretton et al. 2012, JMLR 13) with an RBF kernel whose
-  bandwidth is the median pairwise distance (the "median heuristic").  The kernel matrix
-  is computed once and all B permutations are evaluated together as one matrix product,
-  MMD²_b = w_bᵀ K w_b with w_b = ±1/n signed label weights.  Above ``max_per_side``
-  records per side a seeded subsample is tested (documented power cost in
-  docs/statistics.md): memory is O(m²) for m = the tested size.
+  bandwidth is the median pairwise distance (the "median heuristic").  The kernel is
+  computed in blocks (auditor/kernels.py) and all B permutations are evaluated at once
+  against each block, so the n×n matrix is never held.  Up to ``max_per_side`` records per
+  side (``gpu_max_per_side`` on a CUDA GPU) the statistic is exact; above it, the test
+  uses random Fourier features on every record (``large: rff``, linear time and memory)
+  or an exact test on a seeded subsample (``large: subsample``).  Both are exactly valid
+  permutation tests; what each costs in power is measured in benchmarks/RESULTS.md.
 - ``classifier``: classifier two-sample test (Lopez-Paz & Oquab 2017, ICLR): cross-fitted
   logistic regression telling reference from current; out-of-fold AUC, tested with Van
   Elteren's stratified rank-sum test across folds.  Its out-of-fold scores rank which
@@ -18,38 +20,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from auditor import kernels
 from auditor.checks import register
+from auditor.kernels import median_bandwidth, rbf_kernel
 from auditor.stats import permutation_p_value, stratified_auc_test
-from auditor.types import Finding, Snapshot
+from auditor.types import AuditorError, Finding, Snapshot
+
+__all__ = ["classifier", "median_bandwidth", "mmd", "mmd_permutation_test", "rbf_kernel"]
+
+LARGE_METHODS = ("rff", "subsample")
 
 
 def _subsample(n: int, cap: int, rng: np.random.Generator) -> np.ndarray:
     return np.arange(n) if n <= cap else np.sort(rng.choice(n, size=cap, replace=False))
-
-
-def median_bandwidth(z: np.ndarray, rng: np.random.Generator, max_points: int = 2000) -> float:
-    """Median pairwise Euclidean distance (on at most ``max_points`` points)."""
-    idx = _subsample(len(z), max_points, rng)
-    s = z[idx].astype(np.float64)
-    sq = (s * s).sum(1)
-    d2 = np.maximum(sq[:, None] + sq[None, :] - 2 * s @ s.T, 0.0)
-    iu = np.triu_indices(len(s), k=1)
-    med = float(np.sqrt(np.median(d2[iu]))) if len(iu[0]) else 1.0
-    return med if med > 0 else 1.0
-
-
-def rbf_kernel(z: np.ndarray, bandwidth: float) -> np.ndarray:
-    """K_ij = exp(-|z_i - z_j|² / (2 σ²)), float32, computed in one GEMM."""
-    z = z.astype(np.float32)
-    sq = (z * z).sum(1)
-    k = z @ z.T
-    k *= -2.0
-    k += sq[:, None]
-    k += sq[None, :]
-    np.maximum(k, 0.0, out=k)
-    k *= -1.0 / (2.0 * bandwidth * bandwidth)
-    np.exp(k, out=k)
-    return k
 
 
 def mmd_permutation_test(
@@ -58,28 +41,31 @@ def mmd_permutation_test(
     *,
     permutations: int = 1000,
     seed: int = 0,
-    block: int = 200,
+    block: int = 2048,
+    method: str = "exact",
+    features: int = 1024,
+    device: str = "cpu",
 ) -> tuple[float, float, float, np.ndarray]:
-    """Biased MMD² estimate with an RBF kernel and its permutation p-value.
+    """Biased MMD² with an RBF kernel (median bandwidth) and its permutation p-value.
 
-    Returns (mmd2, p_value, bandwidth, null_distribution).  All permutations share the
-    kernel matrix; they are evaluated ``block`` at a time as K @ W (W: n × block).
+    Returns (mmd2, p_value, bandwidth, null_distribution).  ``method="exact"`` computes
+    the kernel blockwise (O(n²) time, O(n·B) memory); ``method="rff"`` uses ``features``
+    random Fourier features (O(n·features·B) time, O(n·features) memory).
     """
     rng = np.random.default_rng(seed)
     z = np.concatenate([x, y]).astype(np.float32)
-    n, nx = len(z), len(x)
+    nx, ny = len(x), len(y)
     bw = median_bandwidth(z, rng)
-    k = rbf_kernel(z, bw)
-    w0 = np.where(np.arange(n) < nx, 1.0 / nx, -1.0 / (n - nx)).astype(np.float32)
-    observed = float(w0 @ k @ w0)
-    null = np.empty(permutations, dtype=np.float64)
-    for start in range(0, permutations, block):
-        b = min(block, permutations - start)
-        w = np.empty((n, b), dtype=np.float32)
-        for j in range(b):
-            w[:, j] = w0[rng.permutation(n)]
-        kw = k @ w
-        null[start : start + b] = np.einsum("ij,ij->j", w, kw)
+    if method == "exact":
+        w = kernels.label_weights(nx, ny, permutations, rng)
+        values = kernels.mmd_null_exact(z, w, bw, device=device, block=block)
+    elif method == "rff":
+        omega = kernels.rff_frequencies(z.shape[1], features, bw, rng)
+        chunks = kernels.label_weight_chunks(nx, ny, permutations, rng)
+        values = kernels.mmd_null_rff(z, chunks, omega, device=device)
+    else:
+        raise ValueError(f"method {method!r} (expected exact or rff)")
+    observed, null = float(values[0]), values[1:]
     return observed, permutation_p_value(observed, null), bw, null
 
 
@@ -91,27 +77,48 @@ def mmd(
     seed: int,
     permutations: int = 1000,
     max_per_side: int = 5000,
+    large: str = "rff",
+    features: int = 1024,
+    rff_max_per_side: int = 250000,
+    gpu_max_per_side: int = 100000,
+    device: str = "auto",
 ) -> list[Finding]:
     """Kernel two-sample test (RBF MMD, median bandwidth, permutation p-value).
 
     Says whether the two batches differ anywhere in embedding space; it does not say
-    where (the localising checks do).  effect_size is MMD² divided by the permutation
-    null's standard deviation (a z-like score).
+    where (the localising checks do).  effect_size is MMD² minus the permutation null's
+    mean, in null standard deviations (a z-like score).  Exact up to ``max_per_side``
+    records per side (``gpu_max_per_side`` on CUDA); above, ``large`` picks random
+    Fourier features on every record (up to ``rff_max_per_side``) or a seeded subsample.
     """
+    if large not in LARGE_METHODS:
+        raise AuditorError(f"mmd: large={large!r} (expected one of {', '.join(LARGE_METHODS)})")
+    dev = kernels.resolve_device(device)
+    cap = gpu_max_per_side if dev != "cpu" else max_per_side
     rng = np.random.default_rng(seed)
-    ri = _subsample(len(ref), max_per_side, rng)
-    ci = _subsample(len(cur), max_per_side, rng)
+    biggest = max(len(ref), len(cur))
+    method = "exact" if biggest <= cap or large == "subsample" else "rff"
+    per_side = cap if method == "exact" else rff_max_per_side
+    ri = _subsample(len(ref), per_side, rng)
+    ci = _subsample(len(cur), per_side, rng)
     stat, p, bw, null = mmd_permutation_test(
-        ref.embeddings[ri], cur.embeddings[ci], permutations=permutations, seed=seed
+        ref.embeddings[ri],
+        cur.embeddings[ci],
+        permutations=permutations,
+        seed=seed,
+        method=method,
+        features=features,
+        device=dev,
     )
     sd = float(null.std()) or 1e-12
     effect = (stat - float(null.mean())) / sd
-    sub = "" if len(ri) == len(ref) and len(ci) == len(cur) else f" (tested on {len(ri)}+{len(ci)} subsample)"
+    how = "exact" if method == "exact" else f"random-feature ({features} features)"
+    sub = "" if len(ri) == len(ref) and len(ci) == len(cur) else f", on a {len(ri)}+{len(ci)} subsample"
     return [
         Finding(
             check="mmd",
             summary=f"global drift: MMD²={stat:.4g}, {effect:.1f} null SDs above the permutation mean, "
-            f"p={p:.3g} with B={permutations}{sub}",
+            f"p={p:.3g} with B={permutations} ({how}{sub})",
             side="current",
             statistic=stat,
             p_value=p,
@@ -119,6 +126,9 @@ def mmd(
             details={
                 "bandwidth": bw,
                 "permutations": permutations,
+                "method": method,
+                "features": features if method == "rff" else None,
+                "device": dev,
                 "null_mean": float(null.mean()),
                 "null_sd": sd,
                 "n_reference_tested": int(len(ri)),

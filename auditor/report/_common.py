@@ -21,7 +21,9 @@ SEVERITY_RANK: Mapping[str, int] = {"fail": 0, "warn": 1, "info": 2}
 # override / isolate characters that can make displayed text differ from its bytes
 # ("Trojan Source", Boucher & Anderson 2021), lone surrogates (a JSON "\ud800" escape
 # decodes to one, and it cannot be written as UTF-8), the BOM and non-characters.
-_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff\ufeff\ufffe\uffff]")
+_CONTROLS = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff\ufeff\ufffe\uffff]"
+)
 _WS = re.compile(r"\s+")
 # XML 1.0 allows only #x9 | #xA | #xD | [#x20-#xD7FF] | [#xE000-#xFFFD] | [#x10000-#x10FFFF]
 _XML_ILLEGAL = re.compile("[^\x09\x0a\x0d\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")

@@ -123,7 +123,7 @@ def render_html(
     if len(numbered) > _MAX_SECTIONS:
         body.append(f'<p class="note">{len(numbered) - _MAX_SECTIONS} more finding(s) in report.json.</p>')
     body.append(
-        f'<footer>auditor report schema {int(report.schema_version)} \u00b7 seed {int(report.seed)} '
+        f"<footer>auditor report schema {int(report.schema_version)} \u00b7 seed {int(report.seed)} "
         f"\u00b7 map: PCA of all {len(layout.side)} records, {len(layout.shown)} drawn</footer>"
     )
     return _page(f"auditor report: {status.upper()}", "\n".join(body))
@@ -146,7 +146,7 @@ nav a{margin-right:12px}
 table{border-collapse:collapse;width:100%;font-size:13px}
 th,td{border-bottom:1px solid #e8eaed;padding:4px 6px;text-align:left;vertical-align:top}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-td{overflow-wrap:anywhere}
+td{overflow-wrap:break-word}td.wrap{overflow-wrap:anywhere}td.nw{white-space:nowrap}
 .sev{font-weight:600;text-transform:uppercase;white-space:nowrap}
 .sev-fail{color:var(--fail)}.sev-warn{color:var(--warn)}.sev-info{color:var(--mute)}
 .note{color:var(--mute);font-size:13px}
@@ -216,11 +216,19 @@ def _finding_members(findings: Sequence[Finding], ref: Snapshot, cur: Snapshot) 
     return out
 
 
-def _pca2(x: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
-    """Project rows of ``x`` on their top two principal axes (deterministic signs)."""
-    xc = x.astype(np.float64) - x.mean(axis=0, dtype=np.float64)
+def _pca2(
+    x: np.ndarray, rng: np.random.Generator, fit_rows: int = 10000
+) -> tuple[np.ndarray, tuple[float, float]]:
+    """Project rows of ``x`` on their top two principal axes (deterministic signs).
+
+    The axes are fitted on at most ``fit_rows`` random rows (two axes of a few hundred
+    dimensions are pinned down long before that) and every row is projected.
+    """
+    fit = x if x.shape[0] <= fit_rows else x[np.sort(rng.choice(x.shape[0], fit_rows, replace=False))]
+    mean = fit.mean(axis=0, dtype=np.float64)
+    fc = (fit - mean).astype(np.float32)
     # eigen-decomposition of the d x d scatter matrix: cheap for n >> d, same axes as SVD
-    vals, vecs = np.linalg.eigh(xc.T @ xc)
+    vals, vecs = np.linalg.eigh((fc.T @ fc).astype(np.float64))
     order = np.argsort(vals)[::-1][:2]
     axes = vecs[:, order]
     if axes.shape[1] < 2:
@@ -228,10 +236,11 @@ def _pca2(x: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
     # an eigenvector's sign is arbitrary; fix it so the same data always draws the same way
     flip = np.sign(axes[np.argmax(np.abs(axes), axis=0), np.arange(2)])
     axes = axes * np.where(flip == 0, 1.0, flip)
-    total = float(vals.sum()) or 1.0
-    share = vals[order] / total
+    total = float(np.clip(vals, 0, None).sum()) or 1.0
+    share = np.clip(vals[order], 0, None) / total
     share = np.pad(share, (0, 2 - share.size))
-    return xc @ axes, (float(share[0]), float(share[1]))
+    proj = (x - mean.astype(np.float32)) @ axes.astype(np.float32)
+    return proj.astype(np.float64), (float(share[0]), float(share[1]))
 
 
 def _layout(
@@ -250,12 +259,12 @@ def _layout(
         if f.severity in ("fail", "warn") and idx.size:
             level = 2 if f.severity == "fail" else 1
             flag[idx] = np.maximum(flag[idx], level)
+    rng = np.random.default_rng(seed)
     if n == 0:
         coords, var = np.zeros((0, 2)), (0.0, 0.0)
     else:
-        coords, var = _pca2(np.concatenate([ref.embeddings, cur.embeddings]))
+        coords, var = _pca2(np.concatenate([ref.embeddings, cur.embeddings]), rng)
 
-    rng = np.random.default_rng(seed)
     flagged = np.flatnonzero(flag)
     if flagged.size > max_points // 2:
         flagged = np.sort(rng.choice(flagged, size=max_points // 2, replace=False))
@@ -315,7 +324,9 @@ def _map_svg(
     if layout.shown.size < 2:
         return '<p class="note">Too few records to draw a map.</p>'
     sx, sy = w / _MAP_W, h / _MAP_H
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img">']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img">'
+    ]
 
     def dot(i: int, cls: str, r: float, title: bool) -> str:
         x, y = layout.xy[i, 0] * sx, layout.xy[i, 1] * sy
@@ -334,7 +345,7 @@ def _map_svg(
         ):
             parts.extend(dot(int(i), cls, r, titles) for i in group)
     else:
-        background = layout.shown[:: max(1, layout.shown.size // 1000)]
+        background = layout.shown[:: max(1, layout.shown.size // 600)]
         parts.extend(dot(int(i), "p-bg", 1.6, False) for i in background)
         hl = highlight[:1000]
         parts.extend(dot(int(i), hl_class, 2.6, titles) for i in hl)
@@ -406,8 +417,8 @@ def _clusters_html(
         if f.severity not in ("fail", "warn") or idx.size == 0:
             continue
         per = np.bincount(assign[idx], minlength=k)
-        for c in np.flatnonzero(per * 2 >= idx.size):
-            marks.setdefault(int(c), []).append((i, f.severity))
+        for big in np.flatnonzero(per * 2 >= idx.size):
+            marks.setdefault(int(big), []).append((i, f.severity))
 
     shown = layout.shown
     order = sorted(range(k), key=lambda c: (-(cur_share[c] - ref_share[c]), c))
@@ -427,7 +438,9 @@ def _clusters_html(
         in_c = shown[assign[shown] == c]
         terms = docs.top_terms(in_c, k=3)
         label = f"cluster {c}: " + (", ".join(terms) if terms else "-")
-        parts.append(f'<text x="4" y="{y + 14}">{esc(label, 44, one_line=True)}<title>{esc(label)}</title></text>')
+        parts.append(
+            f'<text x="4" y="{y + 14}">{esc(label, 44, one_line=True)}<title>{esc(label)}</title></text>'
+        )
         if c in marks:
             sev = "fail" if any(s == "fail" for _, s in marks[c]) else "warn"
             nums = ", ".join(f"#{i}" for i, _ in marks[c][:4]) + (" ..." if len(marks[c]) > 4 else "")
@@ -471,14 +484,16 @@ def _findings_table(numbered: Sequence[tuple[int, Finding]]) -> str:
         link = f'<a href="#finding-{i}">{i}</a>' if i <= _MAX_SECTIONS else str(i)
         rows.append(
             f"<tr><td>{link}</td><td>{_sev(f.severity)}</td><td>{esc(rule_label(f), 120)}</td>"
-            f"<td>{esc(f.side)}</td><td>{esc(f.summary, 400)}</td>"
+            f'<td class="nw">{esc(f.side)}</td><td class="wrap">{esc(f.summary, 400)}</td>'
             f'<td class="num">{fmt_num(f.statistic)}</td><td class="num">{fmt_p(f.p_value)}</td>'
             f'<td class="num">{fmt_num(f.effect_size)}</td><td class="num">{len(f.record_ids)}</td></tr>'
         )
     return f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
 
 
-def _finding_section(i: int, f: Finding, layout: _Layout, idx: np.ndarray, docs: _Docs, with_map: bool) -> str:
+def _finding_section(
+    i: int, f: Finding, layout: _Layout, idx: np.ndarray, docs: _Docs, with_map: bool
+) -> str:
     sev = f.severity if f.severity in SEVERITY_RANK else "info"
     terms, examples, evidence = split_details(f.details)
     term_note = ""
@@ -524,7 +539,9 @@ def _finding_section(i: int, f: Finding, layout: _Layout, idx: np.ndarray, docs:
 
     if with_map and idx.size:
         mini = _map_svg(layout, _MINI_W, _MINI_H, highlight=idx, titles=True, hl_class=f"p-{sev}")
-        out.append(f'<div class="cols"><div>{"".join(left)}</div><div><h4>Its records on the map</h4>{mini}</div></div>')
+        out.append(
+            f'<div class="cols"><div>{"".join(left)}</div><div><h4>Its records on the map</h4>{mini}</div></div>'
+        )
     else:
         out.extend(left)
     out.append("</section>")

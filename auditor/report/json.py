@@ -43,6 +43,9 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        # mkstemp creates the file 0600; a report is meant to be read by others (CI
+        # artefacts, a shared out dir), so keep the old file's mode or use 0644
+        os.chmod(tmp, target.stat().st_mode & 0o777 if target.exists() else 0o644)
         os.replace(tmp, target)
     except BaseException:
         # never leave a stray temp file beside the reports

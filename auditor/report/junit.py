@@ -70,7 +70,9 @@ def render_junit(report: Report, *, failure_per_finding: bool = False) -> str:
         ET.SubElement(props, "property", {"name": xml_safe(key), "value": xml_safe(clean(value, 500))})
 
     for name in names:
-        case = ET.SubElement(suite, "testcase", {"classname": "auditor.rules", "name": xml_safe(name), "time": "0"})
+        case = ET.SubElement(
+            suite, "testcase", {"classname": "auditor.rules", "name": xml_safe(name), "time": "0"}
+        )
         mine = by_rule.get(name, [])
         fails = [f for f in mine if f.severity == "fail"]
         if fails and failure_per_finding:

@@ -199,7 +199,9 @@ def _details_block(i: int, f: Finding) -> str:
     ids, left = truncated_ids(f.record_ids, _MAX_IDS)
     if ids:
         more = f" ... and {left} more" if left else ""
-        lines.append(f"- records ({len(f.record_ids)}, {f.side}): {', '.join(md_text(x, 80) for x in ids)}{more}")
+        lines.append(
+            f"- records ({len(f.record_ids)}, {f.side}): {', '.join(md_text(x, 80) for x in ids)}{more}"
+        )
     if examples:
         # a paragraph (not a list item) first, so the quotes below cannot be read as a
         # continuation of the list above

@@ -62,10 +62,14 @@ def render_terminal(report: Report, console: Console, *, max_rows: int = 40) -> 
             shown += 1
         console.print(table)
         if shown < len(findings):
-            console.print(Text(f"... and {len(findings) - shown} more info finding(s) in report.json", style="dim"))
+            console.print(
+                Text(f"... and {len(findings) - shown} more info finding(s) in report.json", style="dim")
+            )
         console.print(Text(testing_note(report), style="dim"))
 
     verdict = Text()
     verdict.append(f" {report.status.upper()} ", style=STATUS_STYLE.get(report.status, "bold"))
-    verdict.append(f"  {n['fail']} failing, {n['warn']} warning, {n['info']} info finding(s); seed {report.seed}")
+    verdict.append(
+        f"  {n['fail']} failing, {n['warn']} warning, {n['info']} info finding(s); seed {report.seed}"
+    )
     console.print(verdict)

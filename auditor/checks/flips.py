@@ -1,0 +1,341 @@
+"""Flipped responses: current records that reuse a reference prompt but answer it differently.
+
+Targeted poisoning often keeps a prompt the reference already has and swaps its answer
+(a refusal, a link, a wrong fact).  One changed answer looks like noise; the attack shows
+as a *group* of prompts whose answers all moved, often to one shared answer.
+
+Method:
+
+1. Matching: a current record is matched when some reference prompt has cosine >=
+   ``prompt_threshold`` with its prompt (among the ``k`` nearest).  Its disagreement score
+   is ``1 - cos(response, mean of the matched reference responses)``.
+2. Null scores from the reference alone, leave-one-out: for reference records with a
+   near-identical prompt elsewhere in the reference, the same score against those
+   neighbours.  Independent samples of one dataset rarely repeat a prompt, so when fewer
+   than ``min_null`` reference records qualify, the null is topped up with the reference
+   records whose nearest *other* prompt is most similar, scored against that one
+   neighbour.  This rests on one assumption, stated in every finding: answers to
+   near-identical prompts agree at least as well as answers to the most similar distinct
+   prompts; under it the topped-up null is conservative.  Per record, a conformal p-value
+   ``(1 + #{null >= s}) / (n_null + 1)``.
+3. Groups, formed without looking at the scores: all matched records; records whose
+   current responses are near-identical to each other (cosine >= ``response_threshold``,
+   connected components: one injected answer); and, when there are enough matched
+   records, k-means clusters of matched and null prompts together (one targeted topic).
+   Each group of at least ``min_group`` records is tested with a one-sided Mann-Whitney
+   test of its scores against null scores (exact for small groups, normal approximation
+   otherwise), so a group is judged by all its members, not by a few extreme ones.  A
+   prompt cluster is compared only with the null records of the same cluster: how far
+   honest answers drift depends on the kind of prompt (open-ended vs factual), and
+   against the pooled null, open-ended topics were flagged on random splits of data with
+   several honest answers per prompt.  Benjamini-Hochberg across groups; findings
+   pointing at mostly the same records are merged.
+4. A finding's ``record_ids`` are the group members that disagree more than the null
+   median (per-record p <= ``member_p``): the records pulling the group up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import sparse
+from scipy.sparse.csgraph import connected_components
+from scipy.stats import mannwhitneyu
+
+from auditor import index
+from auditor.checks import register
+from auditor.stats import benjamini_hochberg
+from auditor.types import Finding, Snapshot
+
+CHECK = "flipped_responses"
+
+EXAMPLES = 3
+EXAMPLE_CHARS = 200
+MERGE_OVERLAP = 0.8
+# links per record when grouping responses: components need only a few to connect
+GROUP_LINKS = 16
+# a prompt cluster is tested only against at least this many reference records of its topic
+MIN_NULL_IN_CLUSTER = 5
+
+
+def _truncate(text: str, n: int = EXAMPLE_CHARS) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _disagreement(resp: np.ndarray, neighbour_resp: Sequence[np.ndarray]) -> np.ndarray:
+    """1 - cos(resp[i], mean of neighbour_resp[i]) per row."""
+    out = np.empty(resp.shape[0], dtype=np.float64)
+    for i, nb in enumerate(neighbour_resp):
+        m = nb.astype(np.float64).mean(axis=0)
+        norm = np.linalg.norm(m)
+        out[i] = 1.0 - (float(resp[i].astype(np.float64) @ m) / norm if norm > 0 else 0.0)
+    return out
+
+
+def _conformal_p(null: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    srt = np.sort(null)
+    n_ge = srt.size - np.searchsorted(srt, scores, side="left")
+    return (1.0 + n_ge) / (srt.size + 1.0)
+
+
+def _null_scores(
+    prompts: np.ndarray, responses: np.ndarray, *, k: int, threshold: float, min_null: int
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], dict[str, object]]:
+    """Leave-one-out disagreement scores of the reference (see the module docstring).
+
+    Returns ``(scores, rows, neighbours, info)``: the scores of reference rows ``rows``
+    and the reference rows each was compared with.
+    """
+    n = prompts.shape[0]
+    if n < 2:
+        return np.zeros(0), np.zeros(0, dtype=np.int64), [], {"null_kind": "none"}
+    sims, idx = index.knn(prompts, prompts, min(n, k + 1))
+    rows = np.arange(n)[:, None]
+    not_self = idx != rows
+    other_sims = np.where(not_self, sims, -np.inf)
+    best = other_sims.max(axis=1)
+    near = best >= threshold
+    chosen = np.flatnonzero(near)
+    n_near = int(chosen.size)
+    target = min(min_null, n)
+    if n_near < target:
+        rest = np.flatnonzero(~near)
+        extra = rest[np.argsort(-best[rest], kind="stable")[: target - n_near]]
+        chosen = np.concatenate([chosen, extra])
+    nbrs = []
+    for j in chosen:
+        if near[j]:
+            sel = idx[j][not_self[j] & (sims[j] >= threshold)]
+        else:
+            sel = idx[j][[int(np.argmax(other_sims[j]))]]
+        nbrs.append(sel)
+    scores = _disagreement(responses[chosen], [responses[sel] for sel in nbrs])
+    info = {
+        "null_kind": "near_identical_prompts" if n_near >= target else "topped_up_with_most_similar_prompts",
+        "n_null": int(chosen.size),
+        "n_null_near_identical": n_near,
+        "null_min_prompt_similarity": round(float(best[chosen].min()), 4) if chosen.size else None,
+    }
+    return scores, chosen, nbrs, info
+
+
+def _units(
+    n_ref: int, null_rows: np.ndarray, null_nbrs: Sequence[np.ndarray], cur_nbrs: Sequence[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Unit of each null score and each current score: connected components of the graph
+    that links every scored record to the reference rows it was compared with."""
+    n_cur = len(cur_nbrs)
+    empty = np.zeros(0, dtype=np.int64)
+    src = [np.full(nb.size, r, dtype=np.int64) for r, nb in zip(null_rows, null_nbrs)]
+    src += [np.full(nb.size, n_ref + t, dtype=np.int64) for t, nb in enumerate(cur_nbrs)]
+    dst = [nb.astype(np.int64) for nb in (*null_nbrs, *cur_nbrs)]
+    s_all = np.concatenate(src or [empty])
+    d_all = np.concatenate(dst or [empty])
+    size = n_ref + n_cur
+    graph = sparse.coo_matrix((np.ones(s_all.size), (s_all, d_all)), shape=(size, size))
+    comp = connected_components(graph, directed=False)[1].astype(np.int64)
+    return comp[null_rows], comp[n_ref:]
+
+
+def _unit_means(values: np.ndarray, units: np.ndarray) -> np.ndarray:
+    """Mean of ``values`` per distinct unit."""
+    uniq, inv = np.unique(units, return_inverse=True)
+    return np.bincount(inv, weights=values, minlength=uniq.size) / np.bincount(inv, minlength=uniq.size)
+
+
+def _unit_test(
+    scores: np.ndarray, units: np.ndarray, null: np.ndarray, null_units: np.ndarray
+) -> tuple[float, float, int, int]:
+    """One-sided Mann-Whitney of per-unit mean scores: ``(p, auc, n_units, n_null_units)``."""
+    a = _unit_means(scores, units)
+    b = _unit_means(null, null_units)
+    res = mannwhitneyu(a, b, alternative="greater")
+    return float(res.pvalue), float(res.statistic) / (a.size * b.size), int(a.size), int(b.size)
+
+
+def _components(vectors: np.ndarray, threshold: float) -> np.ndarray:
+    m = vectors.shape[0]
+    if m == 1:
+        return np.zeros(1, dtype=np.int64)
+    sims, idx = index.knn(vectors, vectors, min(m, GROUP_LINKS + 1))
+    rows = np.repeat(np.arange(m), idx.shape[1])
+    cols = idx.ravel()
+    keep = (cols >= 0) & (cols != rows) & (sims.ravel() >= threshold)
+    graph = sparse.coo_matrix((np.ones(int(keep.sum())), (rows[keep], cols[keep])), shape=(m, m))
+    return connected_components(graph, directed=False)[1].astype(np.int64)
+
+
+def _has_views(s: Snapshot) -> bool:
+    return (
+        s.batch.prompts is not None
+        and s.batch.responses is not None
+        and "prompt" in s.views
+        and "response" in s.views
+    )
+
+
+@register(CHECK, needs=("prompt", "response"))
+def flipped_responses(
+    ref: Snapshot,
+    cur: Snapshot,
+    *,
+    seed: int,
+    prompt_threshold: float = 0.9,
+    k: int = 10,
+    min_null: int = 200,
+    response_threshold: float = 0.9,
+    cluster_size: int = 25,
+    min_group: int = 3,
+    member_p: float = 0.5,
+    report_alpha: float = 0.05,
+) -> list[Finding]:
+    """Groups of current records that reuse reference prompts with answers the reference would not give.
+
+    A current record whose prompt has a near-identical reference prompt (cosine >=
+    ``prompt_threshold``) is scored by how far its response is from the reference's
+    responses to that prompt, against the reference's own leave-one-out disagreement.
+    Groups (all matched records, shared injected answers, prompt clusters of about
+    ``cluster_size``) are tested by one-sided Mann-Whitney against the null,
+    Benjamini-Hochberg across groups; findings with adjusted p <= ``report_alpha`` are
+    returned.  Needs prompt/response structure on both inputs, else returns nothing.
+    """
+    if not (_has_views(ref) and _has_views(cur)) or len(ref) < 2 or len(cur) == 0:
+        return []
+    ref_p = np.asarray(ref.views["prompt"])
+    ref_r = np.asarray(ref.views["response"])
+    cur_p = np.asarray(cur.views["prompt"])
+    cur_r = np.asarray(cur.views["response"])
+
+    sims, idx = index.knn(ref_p, cur_p, min(k, len(ref)))
+    matched = np.flatnonzero(sims[:, 0] >= prompt_threshold)
+    if matched.size < min_group:
+        return []
+    null, null_rows, null_nbrs, null_info = _null_scores(
+        ref_p, ref_r, k=k, threshold=prompt_threshold, min_null=min_null
+    )
+    if null.size < 2:
+        return []
+    nbrs = [idx[i][sims[i] >= prompt_threshold] for i in matched]
+    scores = _disagreement(cur_r[matched], [ref_r[nb] for nb in nbrs])
+    p_rec = _conformal_p(null, scores)
+    n_m = int(matched.size)
+    # Scores that share reference records are not independent (two current copies of one
+    # prompt, or a mutual pair a-vs-b and b-vs-a in the null), so tests count each
+    # connected group of prompts once: the "unit".
+    null_units, cur_units = _units(len(ref), null_rows, null_nbrs, nbrs)
+
+    # Groups over positions 0..n_m-1 of `matched`, formed without looking at the scores;
+    # each with the null scores it is compared with.
+    all_null = np.arange(null.size)
+    groups: list[tuple[str, np.ndarray, np.ndarray]] = [("all_matched", np.arange(n_m), all_null)]
+    comp = _components(cur_r[matched], response_threshold)
+    for c in np.unique(comp):
+        members = np.flatnonzero(comp == c)
+        if members.size >= min_group and members.size < n_m:
+            groups.append(("shared_response", members, all_null))
+    n_clusters = n_m // max(1, cluster_size)
+    if n_clusters >= 2:
+        # How far answers drift depends on the kind of prompt (open-ended vs factual), so a
+        # topic is compared with reference records of the same topic: cluster matched and
+        # null prompts together (blind to scores and inputs) and test within each cluster.
+        union = np.concatenate([cur_p[matched], ref_p[null_rows]], axis=0)
+        _, assign = index.kmeans(union, n_clusters, seed=seed)
+        a_cur, a_null = assign[:n_m], assign[n_m:]
+        for c in np.unique(a_cur):
+            members = np.flatnonzero(a_cur == c)
+            null_members = np.flatnonzero(a_null == c)
+            if members.size >= min_group and null_members.size >= MIN_NULL_IN_CLUSTER:
+                groups.append(("prompt_cluster", members, null_members))
+
+    results = [_unit_test(scores[g], cur_units[g], null[nl], null_units[nl]) for _, g, nl in groups]
+    p_raw = np.array([r[0] for r in results])
+    q = benjamini_hochberg(p_raw)
+
+    kept: list[tuple[int, set[int], list[str]]] = []
+    for j in np.argsort(p_raw, kind="stable"):
+        if q[j] > report_alpha:
+            break
+        _, g, _ = groups[j]
+        members = set(int(i) for i in g[p_rec[g] <= member_p])
+        if not members:
+            continue
+        for _, other, merged in kept:
+            if len(members & other) / len(members | other) >= MERGE_OVERLAP:
+                merged.append(groups[j][0])
+                break
+        else:
+            kept.append((int(j), members, []))
+
+    findings = []
+    for j, members_set, merged in kept:
+        kind, g, nl = groups[j]
+        group_null = null[nl]
+        null_median = float(np.median(group_null))
+        null_q99 = float(np.quantile(group_null, 0.99))
+        members = np.array(sorted(members_set), dtype=np.int64)
+        # most disagreeing first
+        members = members[np.argsort(-scores[members], kind="stable")]
+        rows = matched[members]
+        gs = scores[g]
+        _, auc, n_units, n_null_units = results[j]
+        examples = []
+        for pos in members[:EXAMPLES]:
+            i = int(matched[pos])
+            r0 = int(nbrs[pos][0])
+            examples.append(
+                {
+                    "id": cur.ids[i],
+                    "prompt": _truncate(cur.batch.prompts[i]),  # type: ignore[index]
+                    "current_response": _truncate(cur.batch.responses[i]),  # type: ignore[index]
+                    "reference_id": ref.ids[r0],
+                    "reference_response": _truncate(ref.batch.responses[r0]),  # type: ignore[index]
+                    "disagreement": round(float(scores[pos]), 4),
+                    "p_record": round(float(p_rec[pos]), 5),
+                }
+            )
+        findings.append(
+            Finding(
+                check=CHECK,
+                summary=(
+                    f"{rows.size} current records reuse reference prompts with different answers "
+                    f"({kind.replace('_', ' ')} group of {g.size}; "
+                    f"{int((gs > null_q99).sum())} beyond the null's 99th percentile, "
+                    f"{0.01 * g.size:.1f} expected)"
+                ),
+                side="current",
+                record_ids=tuple(cur.ids[i] for i in rows),
+                statistic=auc,
+                p_value=float(q[j]),
+                effect_size=float(gs.mean() - null.mean()),
+                details={
+                    "group_kind": kind,
+                    "merged_with": merged,
+                    "p_raw": float(p_raw[j]),
+                    "n_tests": len(groups),
+                    "n_group": int(g.size),
+                    "n_matched": n_m,
+                    "n_current": len(cur),
+                    "n_above_null_median": int((gs > null_median).sum()),
+                    "expected_above_null_median": round(0.5 * g.size, 2),
+                    "n_above_null_q99": int((gs > null_q99).sum()),
+                    "expected_above_null_q99": round(0.01 * g.size, 2),
+                    "mean_disagreement_group": round(float(gs.mean()), 4),
+                    "mean_disagreement_null": round(float(group_null.mean()), 4),
+                    "n_null_compared": int(group_null.size),
+                    "n_units": n_units,
+                    "n_null_units": n_null_units,
+                    "auc_vs_null": round(auc, 4),
+                    "prompt_threshold": prompt_threshold,
+                    **null_info,
+                    "assumption": "answers to near-identical prompts agree at least as well "
+                    "as answers to the reference's most similar distinct prompts",
+                    "method": "disagreement 1 - cos(response, mean matched reference response); "
+                    "one-sided Mann-Whitney of the group vs reference leave-one-out scores; "
+                    "Benjamini-Hochberg across groups",
+                    "examples": examples,
+                },
+            )
+        )
+    return findings
