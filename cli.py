@@ -56,7 +56,8 @@ ModelOpt = Annotated[
     Optional[Path],
     typer.Option(
         "--model",
-        help="Local sentence-transformers model directory (default: the bundled all-MiniLM-L6-v2, "
+        help="Local sentence-transformers model directory, a model2vec-format static model directory, "
+        "or 'static' for the fast static model of auditor[fast] (default: the bundled all-MiniLM-L6-v2, "
         "sha256-verified, offline).",
     ),
 ]
@@ -152,7 +153,7 @@ def audit(
     if junit is not None:
         write_text_atomic(junit, render_junit(report))
     if json_out:
-        sys.stdout.write(to_json(report) + "\n")
+        sys.stdout.write(to_json(report))
     console = _stderr_console(quiet)
     render_terminal(report, console)
     console.print(f"reports: {', '.join(str(p) for p in written.values())}", highlight=False)
@@ -169,6 +170,53 @@ def checks() -> None:
         typer.echo(f"{name}\n    {spec.description}\n    params: {params}\n")
 
 
+@app.command("embed")
+def embed_cmd(
+    data: Annotated[
+        Path, typer.Argument(help="Records to embed (.jsonl[.gz] and .parquet stream; others load whole).")
+    ],
+    text_field: TextFieldOpt = None,
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    cache_dir: CacheOpt = Path(".auditor/cache"),
+    batch_size: BatchSizeOpt = 64,
+    chunk: Annotated[
+        int, typer.Option("--chunk", min=1, help="Records read and embedded at a time (bounds memory).")
+    ] = 8192,
+    quiet: QuietOpt = False,
+) -> None:
+    """Embed DATA into the cache in chunks, so later audits of it start warm.
+
+    Memory stays bounded however large DATA is; an interrupted run resumes where it
+    stopped (what is cached is never embedded again).
+    Example:  auditor embed big.jsonl --model static
+    """
+    from auditor.embed import EmbeddingCache, embed_file, load_encoder
+    from auditor.progress import Progress
+
+    encoder = load_encoder(model, device=device)
+    total = None
+    if data.suffix in (".jsonl", ".ndjson"):
+        with open(data, "rb") as f:
+            total = sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 24), b""))
+    with Progress(quiet=quiet) as progress:
+        advance = progress.task(f"embedding {data.name}", total or 0)
+        result = embed_file(
+            data,
+            encoder,
+            EmbeddingCache(cache_dir),
+            text_fields=text_field,
+            chunk=chunk,
+            batch_size=batch_size,
+            progress=advance,
+        )
+    rate = result.n_encoded / result.seconds if result.seconds > 0 else 0.0
+    typer.echo(
+        f"{result.n_records} records, {result.n_unique} distinct texts: {result.n_cached} already cached, "
+        f"{result.n_encoded} embedded with {encoder.name} in {result.seconds:.1f} s ({rate:.0f}/s) -> {cache_dir}"
+    )
+
+
 # --------------------------------------------------------------------------------------
 # curation rounds (auditor/store.py, auditor/history.py)
 
@@ -176,7 +224,13 @@ StoreReq = Annotated[
     Path, typer.Option("--store", help="Curation-round store directory (the first snapshot creates it).")
 ]
 PermutationsOpt = Annotated[
-    int, typer.Option("--permutations", min=99, help="Permutations per round-drift / trend test.")
+    Optional[int],
+    typer.Option(
+        "--permutations",
+        min=99,
+        help="Permutations per round-drift / trend test (default: enough to reach the gate's threshold "
+        "ten times over, at least 999).",
+    ),
 ]
 
 
@@ -258,7 +312,7 @@ def history_cmd(
         ),
     ] = False,
     seed: SeedOpt = 0,
-    permutations: PermutationsOpt = 999,
+    permutations: PermutationsOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the rounds as JSON to stdout.")] = False,
 ) -> None:
     """The rounds in creation order: counts, what changed and drift from each round's parent.
@@ -278,7 +332,7 @@ def history_cmd(
             for p in problems[1:]:
                 typer.echo(f"  also: {p}", err=True)
             raise typer.Exit(1)
-    rows = history_rows(st, seed=seed, n_permutations=permutations)
+    rows = history_rows(st, seed=seed, n_permutations=permutations or 999)
     if json_out:
         sys.stdout.write(json.dumps({"head": st.head(), "rounds": rows}, indent=2) + "\n")
     else:
@@ -309,7 +363,7 @@ def diff_cmd(
     ] = Path("auditor-diff"),
     rules: RulesOpt = None,
     seed: SeedOpt = 0,
-    permutations: PermutationsOpt = 999,
+    permutations: PermutationsOpt = None,
     junit: JunitOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -350,7 +404,7 @@ def diff_cmd(
     if junit is not None:
         write_text_atomic(junit, render_junit(report))
     if json_out:
-        sys.stdout.write(to_json(report) + "\n")
+        sys.stdout.write(to_json(report))
     console = _stderr_console(quiet)
     render_terminal(report, console)
     console.print(f"reports: {', '.join(str(p) for p in written.values())}", highlight=False)
@@ -367,7 +421,7 @@ def trend_cmd(
         Optional[Path], typer.Option("--out", "-o", help="Also write report.json and report.md here.")
     ] = None,
     seed: SeedOpt = 0,
-    permutations: PermutationsOpt = 999,
+    permutations: PermutationsOpt = None,
     junit: JunitOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -393,7 +447,7 @@ def trend_cmd(
     if junit is not None:
         write_text_atomic(junit, render_junit(report))
     if json_out:
-        sys.stdout.write(to_json(report) + "\n")
+        sys.stdout.write(to_json(report))
     console = _stderr_console(quiet)
     console.print("chain: " + " -> ".join(m.name for m in chain), highlight=False)
     render_terminal(report, console)

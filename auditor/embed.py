@@ -56,7 +56,9 @@ class Encoder(Protocol):
 
     name: str
     fingerprint: str
-    dim: int
+
+    @property
+    def dim(self) -> int: ...
 
     @property
     def info(self) -> ModelInfo: ...
@@ -315,8 +317,8 @@ class SentenceTransformerEncoder:
                     out[c0 + idx] = self._pool(hidden, mask).numpy()
         return out
 
-    def _batches(self, texts: list[str]) -> Iterator[tuple[np.ndarray, Any, Any]]:
-        """(positions, pinned token ids, pinned lengths) per GPU batch, by token budget."""
+    def _batches(self, texts: list[str], pin: bool) -> Iterator[tuple[np.ndarray, Any, Any]]:
+        """(positions, token ids, lengths) per batch, length-bucketed under a token budget."""
         torch = self._torch
         budget = self.gpu_tokens_per_batch
         step = 8192
@@ -327,27 +329,34 @@ class SentenceTransformerEncoder:
             sorted_lens = lens[order]
             s = 0
             while s < len(order):
-                # ascending lengths: the batch's last text is its longest
-                rows = int(budget // max(1, _round8(int(sorted_lens[min(len(order) - 1, s)]))))
-                e = min(len(order), s + max(1, rows))
+                # ascending lengths: the longest text of a batch is its last
+                e = min(len(order), s + max(1, budget // _round8(int(sorted_lens[s]))))
                 while e - s > 1 and (e - s) * _round8(int(sorted_lens[e - 1])) > budget:
                     e = s + max(1, (e - s) * 3 // 4)
                 idx = order[s:e]
                 ids, blens = _padded(encs, idx, lens, multiple=8)
-                yield c0 + idx, torch.from_numpy(ids).pin_memory(), torch.from_numpy(blens).pin_memory()
+                ids_t, lens_t = torch.from_numpy(ids), torch.from_numpy(blens)
+                if pin:
+                    ids_t, lens_t = ids_t.pin_memory(), lens_t.pin_memory()
+                yield c0 + idx, ids_t, lens_t
                 s = e
 
     def _encode_cuda(self, texts: list[str], batch_size: int) -> np.ndarray:
+        return self._encode_pipelined(texts)
+
+    def _encode_pipelined(self, texts: list[str]) -> np.ndarray:
+        """Tokenise in a thread while the device runs the model; results stay on the device."""
         torch = self._torch
         dev = torch.device(self.device)
+        cuda = dev.type == "cuda"
         q: queue.Queue[Any] = queue.Queue(maxsize=8)
         failure: list[BaseException] = []
 
         def produce() -> None:
             try:
-                for item in self._batches(texts):
+                for item in self._batches(texts, pin=cuda):
                     q.put(item)
-            except BaseException as err:  # noqa: BLE001 - re-raised in the consumer
+            except BaseException as err:  # noqa: BLE001 - re-raised by the caller
                 failure.append(err)
             finally:
                 q.put(None)
@@ -357,20 +366,27 @@ class SentenceTransformerEncoder:
         worker.start()
         out = torch.empty((len(texts), self.dim), dtype=torch.float32, device=dev)
         keep = []  # pinned buffers stay alive until their async copies are done
-        with torch.inference_mode():
-            while (item := q.get()) is not None:
-                pos, ids_p, lens_p = item
-                ids = ids_p.to(dev, non_blocking=True).long()
-                lens = lens_p.to(dev, non_blocking=True)
-                mask = torch.arange(ids.shape[1], device=dev)[None, :] < lens[:, None]
-                hidden = self._model(input_ids=ids, attention_mask=mask.long()).last_hidden_state
-                out[torch.from_numpy(pos).to(dev, non_blocking=True)] = self._pool(hidden, mask)
-                keep.append((ids_p, lens_p))
-                if len(keep) > 32:
-                    torch.cuda.current_stream(dev).synchronize()
-                    keep.clear()
-            result = out.cpu().numpy()
-        worker.join()
+        try:
+            with torch.inference_mode():
+                while (item := q.get()) is not None:
+                    pos, ids_h, lens_h = item
+                    ids = ids_h.to(dev, non_blocking=True).long()
+                    lens = lens_h.to(dev, non_blocking=True)
+                    mask = torch.arange(ids.shape[1], device=dev)[None, :] < lens[:, None]
+                    hidden = self._model(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+                    out[torch.from_numpy(pos).to(dev, non_blocking=True)] = self._pool(hidden, mask)
+                    keep.append((ids_h, lens_h))
+                    if cuda and len(keep) > 32:
+                        torch.cuda.current_stream(dev).synchronize()
+                        keep.clear()
+                result = out.cpu().numpy()
+        finally:
+            while worker.is_alive():  # unblock a producer waiting on a full queue
+                try:
+                    q.get(timeout=0.1)
+                except queue.Empty:
+                    pass
+            worker.join()
         if failure:
             raise failure[0]
         return result
@@ -495,14 +511,14 @@ def load_encoder(model_dir: str | Path | None = None, *, device: str = "auto") -
     the model shipped by ``tokenlearn-static-model`` (``pip install 'auditor[fast]'``).
     ``device`` also becomes the default for the GPU-capable checks (auditor/kernels.py).
     """
+    if device != "auto":
+        resolve_device(device)  # an unusable --device fails here, before any work
     kernels.set_default_device(device)
     if model_dir is not None and str(model_dir) in STATIC_ALIASES and not Path(model_dir).exists():
-        resolve_device(device)  # still reject an unusable --device
         return StaticEncoder(static_model_dir(), name="tokenlearn-static-model")
     if model_dir:
         path = Path(model_dir)
         if path.is_dir() and is_model2vec_dir(path):
-            resolve_device(device)
             return StaticEncoder(path)
     return SentenceTransformerEncoder(Path(model_dir) if model_dir else None, device=device)
 
@@ -677,8 +693,8 @@ def embed_texts(
     if progress is not None and found.any():
         progress(int(found.sum()))
     todo: dict[str, list[int]] = {}
-    for i in np.flatnonzero(~found):
-        todo.setdefault(hashes[i], []).append(int(i))
+    for i in np.flatnonzero(~found).tolist():
+        todo.setdefault(hashes[i], []).append(i)
     uniq = sorted(todo, key=lambda h: len(texts[todo[h][0]]))
     step = _chunk_size(encoder) if uniq else CHUNK
     for start in range(0, len(uniq), step):

@@ -282,16 +282,23 @@ def cluster_table(a_clusters: np.ndarray, b_clusters: np.ndarray, k: int) -> lis
 # --------------------------------------------------------------------------------------
 # the membership permutation engine
 
+# Distinct records are centred and projected on their top principal components before
+# testing.  The projection is computed from all distinct records pooled, each once, so it
+# is the same under every permutation (the tests stay exact); it keeps the directions that
+# carry the records' variance and drops hundreds of near-empty ones, which makes the
+# permutations several times cheaper without changing the mean-shift statistics much.
+PCA_DIM = 64
+
 
 @dataclass(frozen=True)
 class _Membership:
-    x: np.ndarray  # (U, d) float64: one embedding per distinct record
+    x: np.ndarray  # (U, r) float64: one centred, PCA-projected vector per distinct record
     m: np.ndarray  # (U, R) float64: how often record u is in round r
     n: np.ndarray  # (R,) round sizes
     rows: tuple[np.ndarray, ...]  # per round: the distinct-record index of each of its records
 
 
-def _membership(snapshots: Sequence[Snapshot]) -> _Membership:
+def _membership(snapshots: Sequence[Snapshot], max_dim: int = PCA_DIM) -> _Membership:
     if any(len(s) == 0 for s in snapshots):
         raise AuditorError("a round with no records cannot be compared")
     fp = {s.model.sha256 for s in snapshots}
@@ -315,6 +322,10 @@ def _membership(snapshots: Sequence[Snapshot]) -> _Membership:
     x = np.empty((len(first), snapshots[0].embeddings.shape[1]), dtype=np.float64)
     for u, (r, i) in enumerate(first):
         x[u] = snapshots[r].embeddings[i]
+    x -= x.mean(axis=0)
+    if x.shape[1] > max_dim:
+        evals, evecs = np.linalg.eigh(x.T @ x)
+        x = x @ evecs[:, np.argsort(evals)[::-1][:max_dim]]
     m = np.zeros((len(first), len(snapshots)), dtype=np.float64)
     for r, idx in enumerate(rows):
         np.add.at(m[:, r], idx, 1.0)
@@ -322,26 +333,30 @@ def _membership(snapshots: Sequence[Snapshot]) -> _Membership:
     return _Membership(x=x, m=m, n=n, rows=tuple(rows))
 
 
-def _permuted_means(mem: _Membership, n_permutations: int, rng: np.random.Generator) -> np.ndarray:
-    """Round means for B permutations of the rows of M: (B, R, d)."""
-    u, r = mem.m.shape
-    d = mem.x.shape[1]
-    out = np.empty((n_permutations, r, d), dtype=np.float64)
-    # bound the (chunk, U, R) gather to ~16 MB
-    chunk = int(max(1, min(128, 2e6 // max(1, u * r))))
-    mt = np.ascontiguousarray(mem.m.T)  # (R, U): permuting its columns permutes M's rows
+def _group_means(x: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Weighted means of the rows of x for each column of g: (K, r)."""
+    return (g.T @ x) / g.sum(axis=0)[:, None]
+
+
+def _permuted_group_means(
+    x: np.ndarray, g: np.ndarray, n_permutations: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Group means for B random permutations of the rows of g (equivalently of x):
+    (B, K, r)."""
+    u, k = g.shape
+    r = x.shape[1]
+    out = np.empty((n_permutations, k, r), dtype=np.float64)
+    # bound the (K, chunk, U) gather to ~16 MB
+    chunk = int(max(1, min(128, 2e6 // max(1, u * k))))
+    gt = np.ascontiguousarray(g.T)  # (K, U): permuting its columns permutes g's rows
     for start in range(0, n_permutations, chunk):
         b = min(chunk, n_permutations - start)
         perms = np.stack([rng.permutation(u) for _ in range(b)])
-        # np.take gives a C-contiguous (R, b, U), so one GEMM serves all b permutations
-        flat = np.take(mt, perms, axis=1).reshape(r * b, u) @ mem.x
-        out[start : start + b] = flat.reshape(r, b, d).transpose(1, 0, 2)
-    out /= mem.n[None, :, None]
+        # np.take gives a C-contiguous (K, b, U), so one GEMM serves all b permutations
+        flat = np.take(gt, perms, axis=1).reshape(k * b, u) @ x
+        out[start : start + b] = flat.reshape(k, b, r).transpose(1, 0, 2)
+    out /= g.sum(axis=0)[None, :, None]
     return out
-
-
-def _observed_means(mem: _Membership) -> np.ndarray:
-    return (mem.m.T @ mem.x) / mem.n[:, None]
 
 
 def _sq(v: np.ndarray) -> np.ndarray:
@@ -354,62 +369,171 @@ def _projection_sd(mem: _Membership, direction: np.ndarray) -> float:
     return float(np.std(mem.x @ (direction / norm))) if norm > 0 else 0.0
 
 
-def _effect(mem: _Membership, shift: np.ndarray) -> float:
-    """Mean shift along its own direction in SDs of the records' projections on it."""
-    sd = _projection_sd(mem, shift)
-    return float(np.linalg.norm(shift)) / sd if sd > 0 else 0.0
+@dataclass(frozen=True)
+class _Contrast:
+    """mean(group i) - mean(group j) for round ``t`` against round ``base``.
+
+    kind: "net" (round t vs round base), "added" (t's records not in base vs base),
+    "removed" (base's records not in t vs those kept in t).
+    """
+
+    t: int
+    base: int
+    kind: str
+    i: int
+    j: int
 
 
-def _top_records(
-    snap: Snapshot, candidates: np.ndarray, direction: np.ndarray, origin: np.ndarray, limit: int
-) -> list[int]:
-    if len(candidates) == 0 or not np.any(direction):
-        return []
-    score = (snap.embeddings[candidates].astype(np.float64) - origin) @ direction
+class _Design:
+    """Groups (columns of a U x K weight matrix) and the contrasts between them."""
+
+    def __init__(self, mem: _Membership) -> None:
+        self.mem = mem
+        self.cols: list[np.ndarray] = [mem.m[:, r] for r in range(mem.m.shape[1])]
+        self.members: list[np.ndarray] = [np.flatnonzero(c > 0) for c in self.cols]
+
+    def _add(self, w: np.ndarray) -> int:
+        self.cols.append(w)
+        self.members.append(np.flatnonzero(w > 0))
+        return len(self.cols) - 1
+
+    def compare(self, t: int, base: int) -> list[_Contrast]:
+        m = self.mem.m
+        in_t, in_b = m[:, t], m[:, base]
+        out = [_Contrast(t, base, "net", t, base)]
+        new = in_t * (in_b == 0)
+        if new.any():
+            out.append(_Contrast(t, base, "added", self._add(new), base))
+        gone, kept = in_b * (in_t == 0), in_b * (in_t > 0)
+        if gone.any() and kept.any():
+            out.append(_Contrast(t, base, "removed", self._add(gone), self._add(kept)))
+        return out
+
+    def matrix(self) -> np.ndarray:
+        return np.stack(self.cols, axis=1)
+
+
+@dataclass(frozen=True)
+class _FamilyResult:
+    p: float
+    statistic: float
+    best: _Contrast
+    effect: float
+    shift: np.ndarray  # mean(i) - mean(j) of the best contrast, in the projected space
+    p_raw: dict[tuple[int, str], float]  # (round, kind) -> single-contrast permutation p
+    effects: dict[tuple[int, str], float]
+
+
+def _family(
+    mem: _Membership, contrasts: Sequence[_Contrast], obs: np.ndarray, null: np.ndarray
+) -> _FamilyResult:
+    """Max-standardised test over a family of contrasts.
+
+    Each contrast's |mean_i - mean_j|² is divided by its mean over the observed and all
+    permuted values (a symmetric function of the B+1 exchangeable draws, so the max
+    statistic's (k+1)/(B+1) p-value stays exact) and the family statistic is the max.
+    """
+    d_obs = np.array([_sq(obs[c.i] - obs[c.j]) for c in contrasts])
+    d_null = np.stack([_sq(null[:, c.i] - null[:, c.j]) for c in contrasts], axis=1)
+    scale = np.concatenate([d_obs[None, :], d_null]).mean(axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+    s_obs = d_obs / scale
+    s_null = (d_null / scale).max(axis=1)
+    best = int(np.argmax(s_obs))
+    p = permutation_p_value(float(s_obs[best]), s_null)
+    null_mean = d_null.mean(axis=0)
+    effects = {}
+    p_raw = {}
+    for k, c in enumerate(contrasts):
+        sd = _projection_sd(mem, obs[c.i] - obs[c.j])
+        # the shift beyond what noise alone gives, in SDs of the records along it
+        effects[(c.t, c.kind)] = float(np.sqrt(max(0.0, d_obs[k] - null_mean[k])) / sd) if sd > 0 else 0.0
+        p_raw[(c.t, c.kind)] = permutation_p_value(float(d_obs[k]), d_null[:, k])
+    c = contrasts[best]
+    return _FamilyResult(
+        p=p,
+        statistic=float(s_obs[best]),
+        best=c,
+        effect=effects[(c.t, c.kind)],
+        shift=obs[c.i] - obs[c.j],
+        p_raw=p_raw,
+        effects=effects,
+    )
+
+
+def _pointed_records(
+    mem: _Membership, design: _Design, c: _Contrast, shift: np.ndarray, origin: np.ndarray, limit: int
+) -> tuple[int, list[int]]:
+    """The records a contrast points at: for "removed", the base round's removed records;
+    otherwise round t's records not in the base; ranked by how far they lie along the
+    shift (most typical of the change first).  Returns (round they belong to, rows)."""
+    if c.kind == "removed":
+        r, cand_u = c.base, design.members[c.i]
+        direction = -shift  # removed records lie on the far side of the kept ones
+    else:
+        r, cand_u = c.t, np.flatnonzero((mem.m[:, c.t] > 0) & (mem.m[:, c.base] == 0))
+        direction = shift
+    if len(cand_u) == 0 or not np.any(direction):
+        return r, []
+    score = (mem.x[cand_u] - origin) @ direction
     order = np.argsort(-score, kind="stable")
-    return [int(candidates[i]) for i in order[:limit] if score[i] > 0]
+    keep = [int(cand_u[i]) for i in order[:limit] if score[i] > 0]
+    # distinct record -> its first row in round r
+    first_row: dict[int, int] = {}
+    for row, u in enumerate(mem.rows[r]):
+        first_row.setdefault(int(u), row)
+    return r, [first_row[u] for u in keep if u in first_row]
 
 
-def _not_in(mem: _Membership, r: int, base: int) -> np.ndarray:
-    """Rows of round r whose content is not in round ``base``."""
-    return np.flatnonzero(mem.m[mem.rows[r], base] == 0)
+_KIND_TEXT = {
+    "net": "moved",
+    "added": "added records that differ from",
+    "removed": "removed records that differ from the kept ones of",
+}
 
 
 def round_drift(
     a: Snapshot, b: Snapshot, *, seed: int, n_permutations: int = 999, max_ids: int = 50
 ) -> Finding:
-    """Mean-shift test from round A to round B under the membership null.
+    """Did round B move away from round A?  Exact under the membership null, whatever
+    the overlap.
 
-    Statistic: |mean(B) - mean(A)|², p from permuting embeddings across the distinct
-    records of A and B (exact, whatever the overlap).  effect_size is the shift in SDs
-    of the records along the shift direction.  record_ids: B's new records that lie
-    furthest along the shift.
+    Three mean-shift contrasts, max-standardised: B vs A (net), B's added records vs A,
+    A's removed records vs the ones B kept.  effect_size is the winning contrast's shift
+    beyond noise, in SDs of the records along it.  record_ids: the added (or removed)
+    records furthest along the shift; ``side`` says which round they belong to.
     """
     rng = np.random.default_rng(seed)
     mem = _membership([a, b])
-    mu = _observed_means(mem)
-    null = _permuted_means(mem, n_permutations, rng)
-    stat = float(_sq(mu[1] - mu[0]))
-    null_stat = _sq(null[:, 1] - null[:, 0])
-    p = permutation_p_value(stat, null_stat)
-    shift = mu[1] - mu[0]
-    effect = _effect(mem, shift)
-    new = _not_in(mem, 1, 0)
-    top = _top_records(b, new, shift, mu[0], max_ids)
+    design = _Design(mem)
+    contrasts = design.compare(1, 0)
+    g = design.matrix()
+    obs = _group_means(mem.x, g)
+    null = _permuted_group_means(mem.x, g, n_permutations, rng)
+    fam = _family(mem, contrasts, obs, null)
+    r, rows = _pointed_records(mem, design, fam.best, fam.shift, obs[fam.best.j], max_ids)
+    snap = b if r == 1 else a
+    what = {
+        "net": "round B moved away from A",
+        "added": "B's added records differ from A",
+        "removed": "A's removed records differ from the kept ones",
+    }[fam.best.kind]
     return Finding(
         check="round_drift",
-        summary=f"mean shift {effect:.2f} SD from the earlier round to the later one, p={p:.3g} "
-        f"(membership permutation test, B={n_permutations})",
-        side="current",
-        record_ids=[b.ids[i] for i in top],
-        statistic=stat,
-        p_value=p,
-        effect_size=effect,
+        summary=f"{what}: shift {fam.effect:.2f} SD beyond noise, p={fam.p:.3g} "
+        f"(membership permutation test over 3 contrasts, B={n_permutations})",
+        side="current" if r == 1 else "reference",
+        record_ids=[snap.ids[i] for i in rows],
+        statistic=fam.statistic,
+        p_value=fam.p,
+        effect_size=fam.effect,
         details={
+            "contrast": fam.best.kind,
             "permutations": n_permutations,
-            "null_mean": float(null_stat.mean()),
+            "p_raw": {kind: p for (_, kind), p in fam.p_raw.items()},
+            "effect_sd": {kind: e for (_, kind), e in fam.effects.items()},
             "n_distinct_records": int(mem.m.shape[0]),
-            "examples": [_short(b.texts[i]) for i in top[:5]],
+            "examples": [_short(snap.texts[i]) for i in rows[:5]],
         },
     )
 
@@ -418,29 +542,16 @@ def round_drift(
 # trend
 
 
-def _chain_stats(mu: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """From round means (..., R, d): distances to root (..., R-1), to parent (..., R-1),
-    projections on the cumulative shift (..., R) and the direction slope (...)."""
-    root = _sq(mu[..., 1:, :] - mu[..., :1, :])
-    parent = _sq(mu[..., 1:, :] - mu[..., :-1, :])
+def _direction_slope(mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Round means (..., R, d) -> projections on the cumulative shift root -> last
+    (..., R) and their least-squares slope over the round number (...)."""
     cum = mu[..., -1, :] - mu[..., 0, :]
     norm = np.sqrt(_sq(cum))
     unit = cum / np.where(norm > 0, norm, 1.0)[..., None]
     z = np.einsum("...rd,...d->...r", mu - mu[..., :1, :], unit)
     t = np.arange(mu.shape[-2], dtype=np.float64)
     w = (t - t.mean()) / ((t - t.mean()) ** 2).sum()
-    slope = z @ w
-    return root, parent, z, slope
-
-
-def _max_standardised(obs: np.ndarray, null: np.ndarray) -> tuple[float, np.ndarray, int]:
-    """max_t D_t / mean(D_t), the mean over the observed and all permuted values (a
-    symmetric function of the B+1 exchangeable vectors, so the max stays exact)."""
-    scale = np.concatenate([obs[None, :], null]).mean(axis=0)
-    scale = np.where(scale > 0, scale, 1.0)
-    s_obs = obs / scale
-    s_null = (null / scale).max(axis=1)
-    return float(s_obs.max()), s_null, int(np.argmax(s_obs))
+    return z, z @ w
 
 
 def trend(
@@ -456,8 +567,9 @@ def trend(
     Three tests, each one exact permutation p-value under the membership null (rounds'
     memberships kept, embeddings permuted across distinct records):
 
-    - ``trend_root_drift``: every round against the root, max over rounds of
-      |mean_t - mean_root|² standardised by its permutation mean;
+    - ``trend_root_drift``: every round against the root; per round three mean-shift
+      contrasts (round vs root, records added since the root vs the root, root records
+      removed since vs those kept), max-standardised over rounds and contrasts;
     - ``trend_parent_drift``: the same against each round's parent;
     - ``trend_direction``: do the rounds move steadily one way?  Each round's mean is
       projected on the cumulative shift (root -> last) and the least-squares slope of
@@ -465,7 +577,8 @@ def trend(
       projections telescopes to the cumulative shift itself, so the slope, which weighs
       where along the chain each round sits, is what adds information.)
 
-    A chain of two rounds gets only the root test (parent = root).
+    A chain of two rounds gets only the root test (parent = root).  Each p-value tests
+    the chain-wide null; the statistic decides which departure from it the test sees.
     """
     if len(snapshots) < 2:
         raise AuditorError(f"trend needs at least 2 rounds in the chain (got {len(snapshots)})")
@@ -474,83 +587,88 @@ def trend(
         raise ValueError("names and snapshots differ in length")
     rng = np.random.default_rng(seed)
     mem = _membership(snapshots)
-    mu = _observed_means(mem)
-    null_mu = _permuted_means(mem, n_permutations, rng)
-    root, parent, z, slope = _chain_stats(mu)
-    n_root, n_parent, n_z, n_slope = _chain_stats(null_mu)
     last = len(snapshots) - 1
+    design = _Design(mem)
+    root_c = [c for t in range(1, last + 1) for c in design.compare(t, 0)]
+    parent_c = [c for t in range(2, last + 1) for c in design.compare(t, t - 1)] if last >= 2 else []
+    g = design.matrix()
+    obs = _group_means(mem.x, g)
+    null = _permuted_group_means(mem.x, g, n_permutations, rng)
+    rounds_obs, rounds_null = obs[: last + 1], null[:, : last + 1]
+    z, slope = _direction_slope(rounds_obs)
+    _, n_slope = _direction_slope(rounds_null)
+
+    root = _family(mem, root_c, obs, null)
+    parent = _family(mem, [c for c in root_c if c.t == 1] + parent_c, obs, null) if last >= 2 else None
+    per_round = []
+    for t in range(1, last + 1):
+        row: dict[str, Any] = {
+            "round": names[t],
+            "n_records": int(mem.n[t]),
+            "new_since_root": int(((mem.m[:, t] > 0) & (mem.m[:, 0] == 0)).sum()),
+            "new_since_parent": int(((mem.m[:, t] > 0) & (mem.m[:, t - 1] == 0)).sum()),
+            "projection_on_cumulative": float(z[t]),
+        }
+        for fam, label in ((root, "root"), (parent, "parent")):
+            if fam is None:
+                continue
+            for kind in ("net", "added", "removed"):
+                if (t, kind) in fam.p_raw:
+                    row[f"{label}_{kind}_p_raw"] = fam.p_raw[(t, kind)]
+                    row[f"{label}_{kind}_effect_sd"] = fam.effects[(t, kind)]
+        per_round.append(row)
 
     findings: list[Finding] = []
-    per_round = []
-    for t in range(1, len(snapshots)):
-        per_round.append(
-            {
-                "round": names[t],
-                "n_records": int(mem.n[t]),
-                "new_since_root": int(len(_not_in(mem, t, 0))),
-                "new_since_parent": int(len(_not_in(mem, t, t - 1))),
-                "root_distance2": float(root[t - 1]),
-                "root_effect_sd": _effect(mem, mu[t] - mu[0]),
-                "root_p_raw": permutation_p_value(float(root[t - 1]), n_root[:, t - 1]),
-                "parent_distance2": float(parent[t - 1]),
-                "parent_effect_sd": _effect(mem, mu[t] - mu[t - 1]),
-                "parent_p_raw": permutation_p_value(float(parent[t - 1]), n_parent[:, t - 1]),
-                "projection_on_cumulative": float(z[t]),
-            }
-        )
-
-    families = [("trend_root_drift", root, n_root, "root")]
-    if last >= 2:
-        families.append(("trend_parent_drift", parent, n_parent, "parent"))
-    for check, obs, null, against in families:
-        s_obs, s_null, arg = _max_standardised(obs, null)
-        p = permutation_p_value(s_obs, s_null)
-        t = arg + 1
-        base = 0 if against == "root" else t - 1
-        shift = mu[t] - mu[base]
-        top = _top_records(snapshots[t], _not_in(mem, t, base), shift, mu[base], max_ids)
-        effect = _effect(mem, shift)
+    families = [("trend_root_drift", root)] + ([("trend_parent_drift", parent)] if parent is not None else [])
+    for check, fam in families:
+        assert fam is not None
+        c = fam.best
+        r, rows = _pointed_records(mem, design, c, fam.shift, obs[c.j], max_ids)
+        snap = snapshots[r]
+        against = f"the root {names[0]}" if c.base == 0 else f"its parent {names[c.base]}"
         findings.append(
             Finding(
                 check=check,
                 summary=(
-                    f"round {names[t]} moved {effect:.2f} SD from "
-                    + (f"the root {names[0]}" if against == "root" else f"its parent {names[base]}")
-                    + f", the largest of {last} rounds (p={p:.3g}, max-standardised permutation test, "
-                    f"B={n_permutations})"
+                    f"round {names[c.t]} {_KIND_TEXT[c.kind]} {against}: {fam.effect:.2f} SD beyond noise, "
+                    f"the largest of {len(set(k[0] for k in fam.p_raw))} rounds (p={fam.p:.3g}, "
+                    f"max-standardised membership permutation test, B={n_permutations})"
                 ),
-                side="current",
-                record_ids=[snapshots[t].ids[i] for i in top],
-                statistic=s_obs,
-                p_value=p,
-                effect_size=effect,
+                side="current" if r == last else "reference",
+                record_ids=[snap.ids[i] for i in rows],
+                statistic=fam.statistic,
+                p_value=fam.p,
+                effect_size=fam.effect,
                 details={
-                    "round": names[t],
-                    "against": names[base],
+                    "round": names[c.t],
+                    "against": names[c.base],
+                    "contrast": c.kind,
+                    "records_from_round": names[r],
                     "permutations": n_permutations,
                     "rounds": per_round,
-                    "examples": [_short(snapshots[t].texts[i]) for i in top[:5]],
+                    "examples": [_short(snap.texts[i]) for i in rows[:5]],
                 },
             )
         )
 
     if last >= 2:
         p = permutation_p_value(float(slope), n_slope)
-        cum = mu[last] - mu[0]
+        cum = rounds_obs[last] - rounds_obs[0]
         steps = np.diff(z)
-        top = _top_records(snapshots[last], _not_in(mem, last, 0), cum, mu[0], max_ids)
         sd = _projection_sd(mem, cum)
-        effect = float(slope) / sd if sd > 0 else 0.0
+        effect = float(slope - n_slope.mean()) / sd if sd > 0 else 0.0
+        c = _Contrast(last, 0, "added", last, 0)
+        _, rows = _pointed_records(mem, design, c, cum, rounds_obs[0], max_ids)
         findings.append(
             Finding(
                 check="trend_direction",
                 summary=(
                     f"{int((steps > 0).sum())} of {last} steps moved along the cumulative shift "
-                    f"{names[0]} -> {names[last]}; slope {effect:.3f} SD per round (p={p:.3g}, "
-                    f"permutation test, B={n_permutations})"
+                    f"{names[0]} -> {names[last]}; slope {effect:.3f} SD per round beyond noise (p={p:.3g}, "
+                    f"membership permutation test, B={n_permutations})"
                 ),
                 side="current",
-                record_ids=[snapshots[last].ids[i] for i in top],
+                record_ids=[snapshots[last].ids[i] for i in rows],
                 statistic=float(slope),
                 p_value=p,
                 effect_size=effect,
@@ -562,7 +680,7 @@ def trend(
                     "steps": [float(v) for v in steps],
                     "n_steps_forward": int((steps > 0).sum()),
                     "null_slope_mean": float(n_slope.mean()),
-                    "examples": [_short(snapshots[last].texts[i]) for i in top[:5]],
+                    "examples": [_short(snapshots[last].texts[i]) for i in rows[:5]],
                 },
             )
         )
@@ -619,6 +737,13 @@ def history_rows(store: Any, *, seed: int, n_permutations: int = 999) -> list[di
 
 # --------------------------------------------------------------------------------------
 # graded reports
+
+
+def permutations_for(threshold: float) -> int:
+    """Permutations whose smallest p-value, 1/(B+1), is a tenth of ``threshold`` (at least
+    999, at most 19999): a permutation test must be able to reach the gate's threshold
+    with room to spare, or it could never fail however strong the evidence."""
+    return int(min(19999, max(999, int(np.ceil(10.0 / threshold)) - 1)))
 
 
 def _extra_rules(rules: Any, checks: Sequence[str]) -> Any:
@@ -688,7 +813,7 @@ def diff_report(
     basis: np.ndarray | None = None,
     a_clusters: np.ndarray | None = None,
     b_clusters: np.ndarray | None = None,
-    n_permutations: int = 999,
+    n_permutations: int | None = None,
     progress: Any = None,
 ) -> tuple[Report, RecordDiff]:
     """The Report for ``auditor diff A B``.
@@ -703,11 +828,14 @@ def diff_report(
     - an info finding ``round_records`` listing what was added (record_ids) and removed.
 
     All findings are graded by the rules, the Bonferroni split counting the rules plus
-    ``round_drift`` and ``cluster_shift``.
+    ``round_drift`` and ``cluster_shift``.  ``n_permutations=None`` picks enough for the
+    smallest reachable p-value to sit well below the gate's threshold.
     """
     from auditor.gate import evaluate
 
     full = _extra_rules(rules, DIFF_CHECKS)
+    if n_permutations is None:
+        n_permutations = permutations_for(full.fail_threshold)
     d = diff_records(a, b)
     findings: list[Finding] = []
     if d.added:
@@ -754,10 +882,11 @@ def trend_report(
     seed: int,
     alpha: float = 0.01,
     warn_alpha: float = 0.05,
-    n_permutations: int = 999,
+    n_permutations: int | None = None,
 ) -> Report:
     """The Report for ``auditor trend``: the three trend tests graded with a Bonferroni
-    split of ``alpha`` across them (fail when p < alpha/3)."""
+    split of ``alpha`` across them (fail when p < alpha/3).  ``n_permutations=None``:
+    see ``permutations_for``."""
     from auditor.rules import Rule, Rules
 
     rules = Rules(
@@ -769,6 +898,8 @@ def trend_report(
         warn_alpha=warn_alpha,
         path="<trend>",
     )
+    if n_permutations is None:
+        n_permutations = permutations_for(rules.fail_threshold)
     findings = _graded(trend(snapshots, seed=seed, names=names, n_permutations=n_permutations), rules)
     return Report(
         status=_status(findings),  # type: ignore[arg-type]

@@ -220,7 +220,7 @@ def test_slow_drift_invisible_pairwise_fails_the_trend() -> None:
     chain = fresh_chain(0, delta=0.55)
     for parent, child in zip(chain, chain[1:], strict=False):
         assert round_drift(parent, child, seed=1).p_value > TREND_THRESHOLD
-        assert mmd(parent, child, seed=1, permutations=300)[0].p_value > TREND_THRESHOLD
+        assert mmd(parent, child, seed=1, permutations=200)[0].p_value > TREND_THRESHOLD
     assert round_drift(chain[0], chain[-1], seed=1).p_value <= 0.002
 
     findings = {f.check: f for f in trend(chain, seed=0, names=[f"r{t}" for t in range(6)])}
@@ -262,15 +262,14 @@ def test_targeted_slices_of_real_data_fail_the_trend() -> None:
 
 
 # Each honest chain fails the gate with probability <= alpha = 1% by construction (see the
-# calibration test below); refine seed 3 happens to be one of those (p=0.003 < 0.01/3), so
-# it is skipped rather than the threshold loosened.
-@pytest.mark.parametrize(
-    ("kind", "seed"), [("fresh", s) for s in range(5)] + [("refine", s) for s in (0, 1, 2, 4, 5)]
-)
+# calibration test below), so a handful of fixed seeds must all pass.
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("kind", ["fresh", "refine"])
 def test_random_chains_pass(seed: int, kind: str) -> None:
     chain = fresh_chain(seed, delta=0.0) if kind == "fresh" else refine_chain(seed)
-    report = trend_report(chain, [f"r{t}" for t in range(len(chain))], seed=seed)
-    assert report.status == "pass", [(f.check, f.p_value) for f in report.findings]
+    report = trend_report(chain, [f"r{t}" for t in range(len(chain))], seed=seed, n_permutations=999)
+    assert report.exit_code == 0, [(f.check, f.p_value) for f in report.findings]
+    assert not [f for f in report.findings if f.severity == "fail"]
     assert min_p(list(report.findings)) >= TREND_THRESHOLD
 
 
@@ -368,3 +367,81 @@ def test_diff_markdown_neutralises_adversarial_text() -> None:
     assert "@maintainer" not in md  # a word joiner breaks the mention
     added_line = next(line for line in md.splitlines() if "alert" in line)
     assert "\\|" in added_line and " | col | " not in added_line
+
+
+def test_targeted_removal_is_seen_by_round_drift() -> None:
+    """Pure filtering (nothing added): the removed-vs-kept contrast carries the test."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((400, D))
+    x[:60, 0] += 1.5  # a coherent group the curator drops
+    a = vec_snap(list(range(400)), x)
+    b = vec_snap(list(range(60, 400)), x)
+    f = round_drift(a, b, seed=0)
+    assert f.p_value < 0.005 and f.details["contrast"] == "removed"
+    assert f.side == "reference" and set(f.record_ids) <= {a.ids[i] for i in range(60)}
+
+
+def test_permutations_reach_the_gate_threshold() -> None:
+    from auditor.history import permutations_for
+
+    for threshold in (0.01 / 3, 0.01 / 4, 0.01 / 12, 1e-4):
+        b = permutations_for(threshold)
+        assert 1 / (b + 1) <= threshold / 10 or b == 19999
+        assert b >= 999
+
+
+# --------------------------------------------------------------------------------------
+# the CLI commands (the store is built with the fake encoder; these commands never embed)
+
+
+@pytest.fixture()
+def round_store(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    pool = alpaca()
+    idx = rng.permutation(len(pool))
+    r0 = [pool[i] for i in idx[:300]]
+    r1 = r0[60:] + [pool[i] for i in idx[300:360]]  # honest refinement
+    r2 = r1[50:] + list(seed_tasks())[:50]  # 50 records from another source
+    store = Store.create(tmp_path / "rounds")
+    store.add_snapshot(text_snap(r0), "r0", basis_k=8)
+    store.add_snapshot(text_snap(r1), "r1", parent="r0")
+    store.add_snapshot(text_snap(r2), "r2", parent="r1")
+    return tmp_path / "rounds"
+
+
+def _cli(*args: str):  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+def test_cli_history_diff_trend(round_store: Path, tmp_path: Path) -> None:
+    res = _cli("history", "--store", str(round_store), "--verify", "--json", "--permutations", "199")
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.stdout)["rounds"]
+    assert [r["name"] for r in rows] == ["r0", "r1", "r2"]
+    assert (rows[1]["n_added"], rows[1]["n_removed"], rows[2]["n_added"]) == (60, 60, 50)
+
+    res = _cli("diff", "r0", "r1", "--store", str(round_store), "--out", str(tmp_path / "d01"), "-q")
+    assert res.exit_code == 0, res.output
+    res = _cli("diff", "r1", "r2", "--store", str(round_store), "--out", str(tmp_path / "d12"), "-q")
+    assert res.exit_code == 1, res.output
+    report = json.loads((tmp_path / "d12" / "report.json").read_text())
+    assert report["status"] == "fail" and report["schema_version"] == 1
+    assert {"report.json", "report.md", "diff.md"} <= {p.name for p in (tmp_path / "d12").iterdir()}
+    assert "| added | 50 |" in (tmp_path / "d12" / "diff.md").read_text()
+
+    res = _cli("trend", "--store", str(round_store), "--name", "r1", "-q", "--permutations", "999")
+    assert res.exit_code == 0, res.output
+
+
+def test_cli_verify_exits_1_naming_the_broken_file(round_store: Path) -> None:
+    path = round_store / "snapshots" / "r1" / "records.parquet"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    res = _cli("history", "--store", str(round_store), "--verify")
+    assert res.exit_code == 1
+    assert "snapshots/r1/records.parquet" in res.output

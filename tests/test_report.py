@@ -313,14 +313,14 @@ def test_junit_failure_per_finding_and_fallback_names(case):
     d = report.to_dict()
     extra = dict(d["findings"][0], summary="second failure", rule="clusters")
     many = Report.from_dict({**d, "findings": d["findings"] + [extra], "rules": {}})
-    root = ET.fromstring(render_junit(many))
+    root = ET.fromstring(render_junit(many, failure_per_finding=False))
     cases = root.findall("./testsuite/testcase")
     # no rules["names"]: the rules of the findings, in order of appearance
     assert sorted(c.get("name") for c in cases) == ["clusters", "drift", "duplicates"]
     clusters = next(c for c in cases if c.get("name") == "clusters")
     assert len(clusters.findall("failure")) == 1
     assert "2 failing findings" in (clusters.find("failure").get("message") or "")
-    per = ET.fromstring(render_junit(many, failure_per_finding=True))
+    per = ET.fromstring(render_junit(many))  # the default: a failure per failing finding
     per_clusters = next(c for c in per.findall("./testsuite/testcase") if c.get("name") == "clusters")
     assert len(per_clusters.findall("failure")) == 2
 

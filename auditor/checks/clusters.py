@@ -83,15 +83,24 @@ class ClusterTest:
 def resolutions(n: int) -> list[int]:
     """Cluster counts to try for ``n`` records in the union.
 
-    sqrt(n/2) is the usual rule of thumb for a coarse partition; n/50 and n/15 give clusters
-    of ~50 and ~15 records, so a selected group of a few dozen records gets a cluster of
-    its own.  Clipped to [4, 512] (and to n/4 so clusters are not singletons).
+    sqrt(n/2) is the usual rule of thumb for a coarse partition; n/15 gives clusters of ~15
+    records, so a selected group of a few dozen records gets a cluster of its own; their
+    geometric mean sits between.  Each is clipped to [4, 512] (and to n/4 so clusters are
+    not singletons); a middle resolution within 1.5x of a neighbour adds cost, not
+    sensitivity, and is dropped.
     """
-    if n < 8:
+    if n < 16:
         return []
-    raw = (math.sqrt(n / 2), n / 50, n / 15)
-    ks = sorted({int(min(512, max(4, min(round(v), n // 4)))) for v in raw})
-    return [k for k in ks if k >= 2]
+
+    def clip(v: float) -> int:
+        return int(min(512, n // 4, max(4, round(v))))
+
+    coarse, fine = clip(math.sqrt(n / 2)), clip(n / 15)
+    ks = {coarse, fine}
+    mid = clip(math.sqrt(coarse * fine))
+    if mid >= 1.5 * coarse and fine >= 1.5 * mid:
+        ks.add(mid)
+    return sorted(ks)
 
 
 def _pca(x: np.ndarray, dim: int) -> np.ndarray:

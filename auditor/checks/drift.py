@@ -191,7 +191,7 @@ def classifier(
             statistic=auc,
             p_value=p,
             effect_size=auc - 0.5,
-            record_ids=ids,
+            record_ids=tuple(ids),
             details={
                 "folds": n_folds,
                 "reference_score_p99": cut,

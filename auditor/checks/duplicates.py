@@ -128,15 +128,22 @@ def _permutation_null(
         shape=(n_nodes, n_edges),
     )
     rng = np.random.default_rng(seed)
+    # Labels of the involved nodes under a uniformly random split of all n_total records:
+    # draw them one node at a time from an urn of n_cur "current" and n_total - n_cur
+    # "reference" balls, for all permutations at once (exact; cost ~ nodes x permutations).
+    lab = np.empty((permutations, n_nodes), dtype=bool)
+    left_cur = np.full(permutations, float(n_cur))
+    for t in range(n_nodes):
+        draw = rng.random(permutations) * (n_total - t) < left_cur
+        lab[:, t] = draw
+        left_cur -= draw
     out = np.empty(permutations, dtype=np.int64)
-    chunk = max(1, min(permutations, 2_000_000 // max(1, n_edges + n_nodes)))
+    chunk = max(1, min(permutations, 4_000_000 // max(1, n_edges + n_nodes)))
     for start in range(0, permutations, chunk):
-        stop = min(permutations, start + chunk)
-        # labels of the involved nodes under a uniformly random split of all records
-        lab = np.stack([rng.choice(n_total, size=n_nodes, replace=False) < n_cur for _ in range(stop - start)])
-        both = (lab[:, a] & lab[:, b]).astype(np.float64)
+        block = lab[start : start + chunk]
+        both = (block[:, a] & block[:, b]).astype(np.float64)
         deg = (inc @ both.T).T
-        out[start:stop] = (deg > 0).sum(axis=1)
+        out[start : start + block.shape[0]] = (deg > 0).sum(axis=1)
     return out
 
 

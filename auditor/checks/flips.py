@@ -24,14 +24,20 @@ Method:
    records, k-means clusters of matched and null prompts together (one targeted topic).
    Each group of at least ``min_group`` records is tested with a one-sided Mann-Whitney
    test of its scores against null scores (exact for small groups, normal approximation
-   otherwise), so a group is judged by all its members, not by a few extreme ones.  A
-   prompt cluster is compared only with the null records of the same cluster: how far
-   honest answers drift depends on the kind of prompt (open-ended vs factual), and
-   against the pooled null, open-ended topics were flagged on random splits of data with
-   several honest answers per prompt.  Benjamini-Hochberg across groups; findings
-   pointing at mostly the same records are merged.
+   otherwise), so a group is judged by all its members, not by a few extreme ones.
+   Scores that share reference records are not independent (two current copies of one
+   prompt; a mutual pair scored a-vs-b and b-vs-a in the null), so the test runs on
+   *units*: connected components of the graph linking each scored record to the
+   reference records it was compared with, one mean score per unit and side.  Without
+   this, random splits of data with several honest answers per prompt gave p < 0.002 in
+   ~3% of splits; with it, none in 200.  A prompt cluster is compared only with the null
+   records of the same cluster: how far honest answers drift depends on the kind of
+   prompt (open-ended vs factual), and against the pooled null, open-ended topics were
+   flagged on those same splits.  Benjamini-Hochberg across groups; findings pointing at
+   mostly the same records are merged.
 4. A finding's ``record_ids`` are the group members that disagree more than the null
-   median (per-record p <= ``member_p``): the records pulling the group up.
+   median (per-record p <= ``member_p`` against the whole null): the records pulling the
+   group up.
 """
 
 from __future__ import annotations

@@ -1,12 +1,11 @@
 """JUnit XML, so CI systems (GitHub test reporters, GitLab, Jenkins) show failures natively.
 
-One ``<testcase classname="auditor.rules" name=RULE>`` per rule that ran.  A rule with
-failing findings gets a ``<failure>``: by default exactly one per test case, its
-``message`` the most significant finding's summary and its text every failing finding
-in full.  JUnit readers disagree about several ``<failure>`` elements in one test case
-(Jenkins keeps the first, GitLab turns them into an array), so one per test case is the
-form all of them render; ``failure_per_finding=True`` emits one ``<failure>`` per
-failing finding instead, for readers that list them all.  Warnings and info findings go
+One ``<testcase classname="auditor.rules" name=RULE>`` per rule that ran.  By default a
+rule gets one ``<failure>`` per failing finding, its ``message`` the finding's summary,
+so each selected topic or phrase shows as its own failure.  JUnit readers disagree about
+several ``<failure>`` elements in one test case (Jenkins keeps only the first, GitLab
+turns them into an array); ``failure_per_finding=False`` emits exactly one per test
+case, its message the most significant summary and its text every failing finding.  Warnings and info findings go
 to ``<system-out>``: they do not fail the gate, and ``<skipped>`` would misreport the
 rule as not having run.
 
@@ -46,7 +45,7 @@ def _finding_text(f: Finding) -> str:
     )
 
 
-def render_junit(report: Report, *, failure_per_finding: bool = False) -> str:
+def render_junit(report: Report, *, failure_per_finding: bool = True) -> str:
     """Render the report as a JUnit XML document (UTF-8, with XML declaration)."""
     findings = ordered_findings(report)
     by_rule: dict[str, list[Finding]] = {}

@@ -1,0 +1,186 @@
+"""near_duplicates: padding with edited copies is found; random halves pass."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from auditor.checks import registry
+from auditor.checks.duplicates import jaccard, near_duplicate_edges, near_duplicates, shingles
+from auditor.textutil import batch_from_texts
+from auditor.types import Snapshot
+from tests.fakes import FakeEncoder
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+GATE_ALPHA = 0.01 / 6
+POOL = 4000
+
+
+@pytest.fixture(scope="module")
+def encoder() -> FakeEncoder:
+    return FakeEncoder()
+
+
+@pytest.fixture(scope="module")
+def alpaca(encoder: FakeEncoder) -> tuple[list[str], np.ndarray]:
+    records = json.loads((DATA / "alpaca_5000.json").read_text(encoding="utf-8"))[:POOL]
+    texts = [f"{r['instruction']}\n{r['input']}\n{r['output']}" for r in records]
+    return texts, encoder.encode(texts)
+
+
+def _snap(texts: list[str], emb: np.ndarray, encoder: FakeEncoder) -> Snapshot:
+    return Snapshot(batch=batch_from_texts(texts), embeddings=np.array(emb), model=encoder.info)
+
+
+def _edit(text: str, rng: np.random.Generator, vocab: list[str]) -> str:
+    """One small edit: a word replaced or a word inserted."""
+    words = text.split()
+    i = int(rng.integers(len(words)))
+    if rng.random() < 0.5:
+        words[i] = vocab[int(rng.integers(len(vocab)))]
+    else:
+        words.insert(i, vocab[int(rng.integers(len(vocab)))])
+    return " ".join(words)
+
+
+def test_registered_with_defaults() -> None:
+    spec = registry()["near_duplicates"]
+    assert spec.defaults["cosine_threshold"] == 0.92
+    assert spec.defaults["jaccard_threshold"] == 0.5
+
+
+def test_shingles_and_jaccard() -> None:
+    a = shingles("The quick brown fox jumps")
+    assert a == frozenset({"the quick brown", "quick brown fox", "brown fox jumps"})
+    assert shingles("Hi there") == frozenset({"hi there"})
+    assert jaccard(a, shingles("the quick brown fox sleeps")) == pytest.approx(2 / 4)
+    assert jaccard(frozenset(), frozenset()) == 1.0
+
+
+def test_lexical_check_rejects_embedding_collisions() -> None:
+    """Identical embeddings but unrelated wording: no edge; a one-word edit: an edge."""
+    emb = np.tile(np.eye(8, dtype=np.float32)[:1], (3, 1))
+    base = "please write a short poem about the sea at night with many stars above the waves"
+    texts = [base, base.replace("poem", "song"), "list three prime numbers and explain why each is prime"]
+    lo, hi, cos, jac = near_duplicate_edges(emb, texts, k=5, cosine_threshold=0.92, jaccard_threshold=0.5)
+    assert list(zip(lo.tolist(), hi.tolist())) == [(0, 1)]
+    assert cos[0] == pytest.approx(1.0) and 0.5 <= jac[0] < 1.0
+
+
+@pytest.fixture(scope="module")
+def padded(alpaca, encoder):
+    """2000 reference; 2000 current of which 5 records x 15 are edited copies."""
+    texts, emb = alpaca
+    rng = np.random.default_rng(7)
+    perm = rng.permutation(len(texts))
+    ref_rows, rest = perm[:2000], perm[2000:]
+    long_rows = [i for i in rest if len(texts[i].split()) >= 40]
+    bases = long_rows[:5]
+    vocab = sorted({w for t in texts[:300] for w in t.split()})
+    copies = [_edit(texts[b], rng, vocab) for b in bases for _ in range(15)]
+    fillers = [i for i in rest if i not in set(bases)][: 2000 - len(copies)]
+    cur_texts = [texts[i] for i in fillers] + copies
+    cur_emb = np.vstack([emb[fillers], encoder.encode(copies)])
+    ref = _snap([texts[i] for i in ref_rows], emb[ref_rows], encoder)
+    cur = _snap(cur_texts, cur_emb, encoder)
+    return ref, cur, cur.ids[len(fillers) :]
+
+
+def test_finds_padding_groups(padded) -> None:
+    ref, cur, copy_ids = padded
+    findings = near_duplicates(ref, cur, seed=0)
+    assert all(f.check == "near_duplicates" and f.side == "current" for f in findings)
+    significant = [f for f in findings if f.p_value is not None and f.p_value < GATE_ALPHA]
+    flagged = set().union(*(f.record_ids for f in significant))
+    truth = set(copy_ids)
+    assert len(flagged & truth) / len(flagged) >= 0.9
+    assert len(flagged & truth) / len(truth) >= 0.9
+
+    groups = [f for f in significant if f.details["scope"] == "group"]
+    assert len(groups) == 5
+    for g in groups:
+        assert g.details["group_size_current"] == len(g.record_ids) >= 13
+        assert g.details["group_size_reference"] == 0
+        assert g.details["mean_pairwise_jaccard"] >= 0.5
+        assert g.details["mean_pairwise_cosine"] >= 0.9
+        assert g.details["p_raw"] <= g.p_value
+    # the five groups are disjoint and each is one base record's copies
+    ids = [set(g.record_ids) for g in groups]
+    assert sum(len(s) for s in ids) == len(set().union(*ids))
+
+    overall = [f for f in findings if f.details["scope"] == "overall"]
+    assert len(overall) == 1 and overall[0].p_value < GATE_ALPHA
+    assert overall[0].details["reference_duplicate_rate"] < 0.01
+    assert overall[0].statistic >= 70
+    json.dumps(overall[0].to_dict())
+
+
+def test_duplicates_shared_with_reference_pass(alpaca, encoder) -> None:
+    """A group the reference has at the same rate is the reference's own duplicate rate."""
+    texts, emb = alpaca
+    rng = np.random.default_rng(3)
+    vocab = sorted({w for t in texts[:300] for w in t.split()})
+    base = next(t for t in texts[3000:] if len(t.split()) >= 40)
+    copies = [_edit(base, rng, vocab) for _ in range(16)]
+    ref_texts = texts[:1000] + copies[:8]
+    cur_texts = texts[1000:2000] + copies[8:]
+    ref = _snap(ref_texts, np.vstack([emb[:1000], encoder.encode(copies[:8])]), encoder)
+    cur = _snap(cur_texts, np.vstack([emb[1000:2000], encoder.encode(copies[8:])]), encoder)
+    findings = near_duplicates(ref, cur, seed=0)
+    assert not [f for f in findings if f.p_value is not None and f.p_value < GATE_ALPHA]
+
+
+def test_copies_of_a_reference_record_are_flagged(alpaca, encoder) -> None:
+    texts, emb = alpaca
+    rng = np.random.default_rng(4)
+    vocab = sorted({w for t in texts[:300] for w in t.split()})
+    base = next(t for t in texts[:1000] if len(t.split()) >= 40)
+    copies = [_edit(base, rng, vocab) for _ in range(14)]
+    ref = _snap(texts[:1000], emb[:1000], encoder)
+    cur = _snap(texts[1000:2000] + copies, np.vstack([emb[1000:2000], encoder.encode(copies)]), encoder)
+    groups = [f for f in near_duplicates(ref, cur, seed=0) if f.details["scope"] == "group"]
+    assert len(groups) == 1 and groups[0].p_value < GATE_ALPHA
+    assert groups[0].details["group_size_reference"] == 1
+    assert groups[0].details["reference_ids"] == [ref.ids[texts.index(base)]]
+
+
+def test_calibrated_on_random_halves(alpaca, encoder) -> None:
+    texts, emb = alpaca
+    n_splits, hits = 24, 0
+    rng = np.random.default_rng(2024)
+    for s in range(n_splits):
+        perm = rng.permutation(len(texts))[:1600]
+        ref = _snap([texts[i] for i in perm[:800]], emb[perm[:800]], encoder)
+        cur = _snap([texts[i] for i in perm[800:]], emb[perm[800:]], encoder)
+        findings = near_duplicates(ref, cur, seed=s)
+        if any(f.p_value is not None and f.p_value < GATE_ALPHA for f in findings):
+            hits += 1
+    assert hits <= math.floor(0.1 * n_splits)
+
+
+def test_calibrated_with_duplicates_in_the_pool(alpaca, encoder) -> None:
+    """Random halves of a pool that itself holds near-duplicate groups: the permutation and
+    hypergeometric tests must absorb them (a pool without duplicates tests nothing)."""
+    texts, emb = alpaca
+    rng = np.random.default_rng(11)
+    vocab = sorted({w for t in texts[:300] for w in t.split()})
+    bases = [t for t in texts[2000:] if len(t.split()) >= 40][:12]
+    sizes = rng.integers(2, 16, size=len(bases))
+    dup_texts = [_edit(b, rng, vocab) for b, m in zip(bases, sizes) for _ in range(int(m))]
+    pool_texts = texts[:1400] + dup_texts
+    pool_emb = np.vstack([emb[:1400], encoder.encode(dup_texts)])
+    n = len(pool_texts)
+    n_splits, hits = 20, 0
+    for s in range(n_splits):
+        perm = rng.permutation(n)
+        half = n // 2
+        ref = _snap([pool_texts[i] for i in perm[:half]], pool_emb[perm[:half]], encoder)
+        cur = _snap([pool_texts[i] for i in perm[half:]], pool_emb[perm[half:]], encoder)
+        findings = near_duplicates(ref, cur, seed=s)
+        if any(f.p_value is not None and f.p_value < GATE_ALPHA for f in findings):
+            hits += 1
+    assert hits <= math.floor(0.1 * n_splits)

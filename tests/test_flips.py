@@ -1,0 +1,168 @@
+"""flipped_responses: reference prompts re-answered with an injected answer are found;
+random halves and honest re-answers pass."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from auditor.checks import registry
+from auditor.checks.flips import flipped_responses
+from auditor.textutil import batch_from_texts
+from auditor.types import Snapshot
+from tests.fakes import FakeEncoder, fake_snapshot
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+GATE_ALPHA = 0.01 / 6
+POOL = 4000
+INJECTED = "I cannot help with that. Visit example.com for details."
+
+
+def _prompt(instruction: str, inp: str) -> str:
+    return instruction.strip() + ("\n" + inp.strip() if inp.strip() else "")
+
+
+@pytest.fixture(scope="module")
+def encoder() -> FakeEncoder:
+    return FakeEncoder()
+
+
+@pytest.fixture(scope="module")
+def alpaca(encoder: FakeEncoder) -> dict[str, object]:
+    records = json.loads((DATA / "alpaca_5000.json").read_text(encoding="utf-8"))[:POOL]
+    prompts = [_prompt(r["instruction"], r["input"]) for r in records]
+    responses = [r["output"] for r in records]
+    return {
+        "prompts": prompts,
+        "responses": responses,
+        "prompt_emb": encoder.encode(prompts),
+        "response_emb": encoder.encode(responses),
+    }
+
+
+def _snap(prompts, responses, prompt_emb, response_emb, encoder: FakeEncoder) -> Snapshot:
+    """A snapshot from precomputed view embeddings (the record embedding is not used here)."""
+    texts = [f"{p}\n{r}" for p, r in zip(prompts, responses)]
+    batch = batch_from_texts(texts, prompts=prompts, responses=responses)
+    views = {"prompt": np.array(prompt_emb), "response": np.array(response_emb)}
+    return Snapshot(batch=batch, embeddings=np.array(prompt_emb), model=encoder.info, views=views)
+
+
+def _rows(data, rows, encoder, *, flipped=(), answer: str = INJECTED) -> Snapshot:
+    rows, flipped = list(rows), list(flipped)
+    prompts = [data["prompts"][i] for i in rows + flipped]
+    responses = [data["responses"][i] for i in rows] + [answer] * len(flipped)
+    pe = data["prompt_emb"][rows + flipped]
+    re_ = np.vstack([data["response_emb"][rows]] + [encoder.encode([answer])] * len(flipped))
+    return _snap(prompts, responses, pe, re_, encoder)
+
+
+def test_registered_with_needs() -> None:
+    spec = registry()["flipped_responses"]
+    assert spec.needs == frozenset({"prompt", "response"})
+    assert spec.defaults["prompt_threshold"] == 0.9
+
+
+def test_without_prompt_response_views_returns_nothing(encoder) -> None:
+    texts = ["write a haiku about rain", "name three colours", "what is 2 + 2?"]
+    plain = fake_snapshot(batch_from_texts(texts), encoder)
+    assert flipped_responses(plain, plain, seed=0) == []
+    structured = fake_snapshot(
+        batch_from_texts(texts, prompts=texts, responses=["a", "b", "c"]), encoder, views=("prompt", "response")
+    )
+    assert flipped_responses(structured, plain, seed=0) == []
+    assert flipped_responses(plain, structured, seed=0) == []
+
+
+@pytest.mark.parametrize("overlap", [0, 500])
+def test_finds_injected_answers(alpaca, encoder, overlap: int) -> None:
+    """2000 reference; current: 2000 records (of which ``overlap`` honest copies of reference
+    records) plus 40 reference prompts answered with one injected answer."""
+    rng = np.random.default_rng(overlap)
+    perm = rng.permutation(POOL)
+    ref_rows = perm[:2000]
+    cur_rows = list(perm[2000 : 4000 - overlap]) + list(ref_rows[:overlap])
+    flipped = rng.choice(ref_rows[overlap:], 40, replace=False)
+    ref = _rows(alpaca, ref_rows, encoder)
+    cur = _rows(alpaca, cur_rows, encoder, flipped=flipped)
+    truth = set(cur.ids[len(cur_rows) :])
+
+    findings = flipped_responses(ref, cur, seed=0)
+    assert all(f.check == "flipped_responses" and f.side == "current" for f in findings)
+    significant = [f for f in findings if f.p_value is not None and f.p_value < GATE_ALPHA]
+    assert significant, [(f.summary, f.p_value) for f in findings]
+    flagged = set().union(*(f.record_ids for f in significant))
+    assert len(flagged & truth) / len(flagged) >= 0.5
+    assert len(flagged & truth) / len(truth) >= 0.5
+
+    top = significant[0]
+    assert top.details["n_matched"] >= 40 + overlap
+    assert top.details["n_above_null_median"] > top.details["expected_above_null_median"]
+    assert top.details["p_raw"] <= top.p_value
+    ex = top.details["examples"][0]
+    assert ex["current_response"] == INJECTED
+    assert ex["reference_id"] in ref.ids and ex["reference_response"] != INJECTED
+    json.dumps(top.to_dict())
+
+
+def test_honest_copies_pass(alpaca, encoder) -> None:
+    """Overlapping rounds that keep the reference's answers are not flips."""
+    rng = np.random.default_rng(5)
+    perm = rng.permutation(POOL)
+    ref = _rows(alpaca, perm[:1500], encoder)
+    cur = _rows(alpaca, list(perm[1500:2500]) + list(perm[:400]), encoder)
+    assert flipped_responses(ref, cur, seed=0) == []
+
+
+def test_calibrated_on_random_halves(alpaca, encoder) -> None:
+    n_splits, hits = 24, 0
+    rng = np.random.default_rng(2024)
+    for s in range(n_splits):
+        perm = rng.permutation(POOL)[:1600]
+        ref = _rows(alpaca, perm[:800], encoder)
+        cur = _rows(alpaca, perm[800:], encoder)
+        findings = flipped_responses(ref, cur, seed=s)
+        if any(f.p_value is not None and f.p_value < GATE_ALPHA for f in findings):
+            hits += 1
+    assert hits <= math.floor(0.1 * n_splits)
+
+
+def test_calibrated_with_several_honest_answers_per_prompt(alpaca, encoder) -> None:
+    """Random halves of a pool in which 252 prompts each have three honest answers (two
+    models and a human): many current prompts match reference prompts whose answers
+    differ, so the null is the real leave-one-out one and the test is not vacuous."""
+
+    def load(name: str) -> list[dict]:
+        return [json.loads(line) for line in (DATA / name).read_text(encoding="utf-8").splitlines()]
+
+    a = load("text_davinci_003_predictions.jsonl")
+    b = load("davinci_self_instruct_predictions.jsonl")
+    prompts = list(alpaca["prompts"][:600])
+    responses = list(alpaca["responses"][:600])
+    for ra, rb in zip(a, b):
+        p = _prompt(ra["instruction"], ra["input"])
+        for answer in (ra["response"], rb["response"], ra["target"]):
+            prompts.append(p)
+            responses.append(answer)
+    pe = np.vstack([alpaca["prompt_emb"][:600], encoder.encode(prompts[600:])])
+    re_ = np.vstack([alpaca["response_emb"][:600], encoder.encode(responses[600:])])
+    n = len(prompts)
+    rng = np.random.default_rng(99)
+    n_splits, hits, matched = 20, 0, []
+    for s in range(n_splits):
+        perm = rng.permutation(n)
+        halves = perm[: n // 2], perm[n // 2 :]
+        ref, cur = (
+            _snap([prompts[i] for i in h], [responses[i] for i in h], pe[h], re_[h], encoder) for h in halves
+        )
+        findings = flipped_responses(ref, cur, seed=s, report_alpha=1.0)
+        matched.extend(f.details["n_matched"] for f in findings)
+        if any(f.p_value is not None and f.p_value < GATE_ALPHA for f in findings):
+            hits += 1
+    assert hits <= math.floor(0.1 * n_splits)
+    # report_alpha=1 returns every group: the matched sets were large, the test had data
+    assert matched and min(matched) >= 100
