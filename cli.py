@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -34,7 +34,7 @@ app = typer.Typer(
 )
 
 TextFieldOpt = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option(
         "--text-field",
         "-t",
@@ -44,16 +44,16 @@ TextFieldOpt = Annotated[
     ),
 ]
 IdFieldOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--id-field", help="Field holding record ids (default: a short hash of the text)."),
 ]
 RulesOpt = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--rules", help="Rules YAML replacing rules/default.yaml (which checks run, how graded)."),
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for every random choice; recorded in the report.")]
 ModelOpt = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option(
         "--model",
         help="Local sentence-transformers model directory, a model2vec-format static model directory, "
@@ -66,12 +66,14 @@ CacheOpt = Annotated[
     Path, typer.Option("--cache-dir", help="Embedding cache (keyed by model and content hash).")
 ]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Do not read or write the embedding cache.")]
-BatchSizeOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Encoder batch size (16-64 is fastest on CPU).")]
+BatchSizeOpt = Annotated[
+    int, typer.Option("--batch-size", min=1, help="Encoder batch size (16-64 is fastest on CPU).")
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary on stderr.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print report.json to stdout (logs stay on stderr).")]
 HtmlOpt = Annotated[bool, typer.Option("--html", help="Also write a self-contained report.html into --out.")]
 JunitOpt = Annotated[
-    Optional[Path], typer.Option("--junit", help="Write JUnit XML (one test case per rule) to this file.")
+    Path | None, typer.Option("--junit", help="Write JUnit XML (one test case per rule) to this file.")
 ]
 
 
@@ -83,15 +85,20 @@ def _stderr_console(quiet: bool):  # type: ignore[no-untyped-def]
 
 @app.command()
 def audit(
-    current: Annotated[Path, typer.Argument(help="The batch under audit (.jsonl[.gz], .json, .csv, .parquet, or a datasets directory).")],
+    current: Annotated[
+        Path,
+        typer.Argument(
+            help="The batch under audit (.jsonl[.gz], .json, .csv, .parquet, or a datasets directory)."
+        ),
+    ],
     reference: Annotated[
-        Optional[Path], typer.Option("--reference", "-r", help="Reference data the batch should resemble.")
+        Path | None, typer.Option("--reference", "-r", help="Reference data the batch should resemble.")
     ] = None,
     store: Annotated[
-        Optional[Path], typer.Option("--store", help="Curation-round store holding the --baseline round.")
+        Path | None, typer.Option("--store", help="Curation-round store holding the --baseline round.")
     ] = None,
     baseline: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(
             "--baseline", help="Audit against this stored round (with --store) instead of --reference."
         ),
@@ -224,7 +231,7 @@ StoreReq = Annotated[
     Path, typer.Option("--store", help="Curation-round store directory (the first snapshot creates it).")
 ]
 PermutationsOpt = Annotated[
-    Optional[int],
+    int | None,
     typer.Option(
         "--permutations",
         min=99,
@@ -240,16 +247,16 @@ def snapshot_cmd(
     store: StoreReq,
     name: Annotated[str, typer.Option("--name", help="Name of this round (letters, digits, '.', '_', '-').")],
     parent: Annotated[
-        Optional[str], typer.Option("--parent", help="The stored round this one refines (omit for a root).")
+        str | None, typer.Option("--parent", help="The stored round this one refines (omit for a root).")
     ] = None,
     text_field: TextFieldOpt = None,
     id_field: IdFieldOpt = None,
     rules: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option("--rules", help="Rules whose prompt/response views to embed and store (default rules)."),
     ] = None,
     basis_k: Annotated[
-        Optional[int],
+        int | None,
         typer.Option(
             "--basis-k",
             min=1,
@@ -329,8 +336,8 @@ def history_cmd(
         problems = st.verify()
         if problems:
             typer.echo(f"error: store {store} was altered; first broken: {problems[0]}", err=True)
-            for p in problems[1:]:
-                typer.echo(f"  also: {p}", err=True)
+            for problem in problems[1:]:
+                typer.echo(f"  also: {problem}", err=True)
             raise typer.Exit(1)
     rows = history_rows(st, seed=seed, n_permutations=permutations or 999)
     if json_out:
@@ -415,10 +422,10 @@ def diff_cmd(
 def trend_cmd(
     store: StoreReq,
     name: Annotated[
-        Optional[str], typer.Option("--name", help="Last round of the chain (default: the newest snapshot).")
+        str | None, typer.Option("--name", help="Last round of the chain (default: the newest snapshot).")
     ] = None,
     out: Annotated[
-        Optional[Path], typer.Option("--out", "-o", help="Also write report.json and report.md here.")
+        Path | None, typer.Option("--out", "-o", help="Also write report.json and report.md here.")
     ] = None,
     seed: SeedOpt = 0,
     permutations: PermutationsOpt = None,

@@ -12,8 +12,8 @@ Let U be the distinct records (by content hash) of all rounds compared and M the
 matrix of how often each is in each round.  Under H0 the embeddings are exchangeable
 across the rows of M, so recomputing a statistic with M's rows permuted (keeping every
 round's size, every overlap and the random-walk structure of the chain) gives an exact
-permutation p-value, (k+1)/(B+1).  For per-cluster share changes the same null gives exact
-hypergeometric (Fisher) tests, decomposed into "what was removed" and "what was added".
+permutation p-value, (k+1)/(B+1).  For per-cluster share changes the same null gives an
+exact multivariate-hypergeometric test (Fisher's exact test when the rounds share nothing).
 
 - ``diff_records``: added / removed / kept records by content hash (a re-id hides nothing);
 - ``cluster_shift``: basis clusters that gained or lost share between two rounds;
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats as _st
+from scipy.special import gammaln
 
 from auditor.stats import benjamini_hochberg, fisher_exact_greater, fisher_exact_less, permutation_p_value
 from auditor.types import AuditorError, Batch, Finding, Report, Snapshot
@@ -114,14 +114,49 @@ def _assign(emb: np.ndarray, basis: np.ndarray) -> np.ndarray:
     return knn(basis, emb, 1)[1][:, 0].astype(np.int64)
 
 
-def _fisher_combine(ps: Sequence[float]) -> float:
-    """Fisher's method for independent p-values (conservative for discrete ones)."""
-    ps = [min(1.0, max(p, 1e-300)) for p in ps]
-    if not ps:
-        return 1.0
-    if len(ps) == 1:
-        return ps[0]
-    return float(_st.chi2.sf(-2.0 * sum(math.log(p) for p in ps), 2 * len(ps)))
+def _share_change_test(
+    m_c: int, n_ao: int, n_k: int, n_bo: int, a_obs: int, b_obs: int
+) -> tuple[float, float, float]:
+    """Exact test that a cluster's share changed from round A to round B.
+
+    Units are removed records (A only, n_ao), kept ones (both, n_k) and added ones (B only,
+    n_bo); m_c of them are in the cluster.  Under the membership null the cluster's units
+    fall into the three groups as a multivariate hypergeometric draw; with a = cluster
+    units removed and b = added, the share change is (m_c - a)/n_B - (m_c - b)/n_A.  The
+    p-values sum the exact probabilities of all (a, b) at least as extreme: two-sided
+    (|change|), gain (change >=) and loss (change <=).  With no kept records this is
+    Fisher's exact test; overlap is what it adds.
+    """
+
+    def lchoose(n: np.ndarray | int, k: np.ndarray) -> np.ndarray:
+        return gammaln(np.asarray(n) + 1.0) - gammaln(k + 1.0) - gammaln(np.asarray(n) - k + 1.0)
+
+    u = n_ao + n_k + n_bo
+    n_a, n_b = n_ao + n_k, n_k + n_bo
+
+    def window(n_grp: int, obs: int) -> np.ndarray:
+        # the marginal of a (or b) is hypergeometric; beyond 12 SDs its mass is < 1e-30,
+        # so the grid keeps that window (and the observed value) without changing p
+        lo_sup, hi_sup = max(0, m_c - (u - n_grp)), min(m_c, n_grp)
+        mean = m_c * n_grp / u
+        sd = math.sqrt(max(m_c * (n_grp / u) * (1 - n_grp / u) * (u - m_c) / max(u - 1, 1), 0.0))
+        lo = max(lo_sup, min(obs, int(math.floor(mean - 12 * sd - 2))))
+        hi = min(hi_sup, max(obs, int(math.ceil(mean + 12 * sd + 2))))
+        return np.arange(lo, hi + 1, dtype=np.float64)
+
+    a = window(n_ao, a_obs)[:, None]
+    b = window(n_bo, b_obs)[None, :]
+    k = m_c - a - b
+    valid = (k >= 0) & (k <= n_k)
+    logp = lchoose(n_ao, a) + lchoose(n_bo, b) + lchoose(n_k, np.clip(k, 0, n_k)) - lchoose(u, np.array(m_c))
+    prob = np.where(valid, np.exp(logp), 0.0)
+    delta = (m_c - a) / max(n_b, 1) - (m_c - b) / max(n_a, 1)
+    d_obs = (m_c - a_obs) / max(n_b, 1) - (m_c - b_obs) / max(n_a, 1)
+    tol = 1e-12
+    p_two = float(prob[np.abs(delta) >= abs(d_obs) - tol].sum())
+    p_gain = float(prob[delta >= d_obs - tol].sum())
+    p_loss = float(prob[delta <= d_obs + tol].sum())
+    return min(1.0, p_two), min(1.0, p_gain), min(1.0, p_loss)
 
 
 def cluster_shift(
@@ -136,14 +171,14 @@ def cluster_shift(
 ) -> list[Finding]:
     """Basis clusters whose share changed from round A to round B.
 
-    Per cluster c, two exact tests under the membership null, independent given the
-    margins: (1) removal: among A's records, were the removed ones drawn more (less) from
-    c than the kept ones? (Fisher, conditional on A); (2) addition: are B's added records
-    more (less) often in c than A's records? (Fisher, conditional on the pooled count).
-    "Gained share" combines addition-enriched with removal-depleted (Fisher's method),
-    "lost share" the reverse; the cluster's p is twice the smaller, and
-    Benjamini-Hochberg runs across clusters.  One finding per cluster with q <=
-    ``report_q``; otherwise one info finding carrying the smallest q.
+    Per cluster, an exact test of the share change under the membership null that
+    accounts for the records the rounds share (``_share_change_test``; Fisher's exact
+    test when they share none), two-sided, Benjamini-Hochberg across clusters.  Details
+    carry the evidence: added and removed counts against their expectations, and the
+    one-sided Fisher tests of "removed more from this cluster than kept" and "added more
+    to it than A had" (a churned cluster, emptied and refilled, shows both while its share
+    test stays quiet).  One finding per cluster with q <= ``report_q``; otherwise one
+    info finding carrying the smallest q.
 
     Cluster assignments come from ``a_clusters``/``b_clusters`` when given (the store
     records them), else from ``basis`` (centroids, nearest by cosine).
@@ -161,66 +196,52 @@ def cluster_shift(
     d = diff_records(a, b)
     added = np.asarray(d.added, dtype=np.int64)
     removed = np.asarray(d.removed, dtype=np.int64)
+    kept = np.asarray(d.kept_a, dtype=np.int64)
     n_a, n_b = len(a), len(b)
-    n_add, n_rem = len(added), len(removed)
-    n_kept_a = n_a - n_rem
+    n_add, n_rem, n_kept = len(added), len(removed), len(kept)
 
     a_c = np.bincount(ca, minlength=k)
     b_c = np.bincount(cb, minlength=k)
     add_c = np.bincount(cb[added], minlength=k) if n_add else np.zeros(k, dtype=np.int64)
     rem_c = np.bincount(ca[removed], minlength=k) if n_rem else np.zeros(k, dtype=np.int64)
+    kept_c = np.bincount(ca[kept], minlength=k) if n_kept else np.zeros(k, dtype=np.int64)
 
-    tested: list[int] = []
-    p_two: list[float] = []
     rows: list[dict[str, Any]] = []
     for c in range(k):
-        if a_c[c] + add_c[c] == 0:
-            continue  # nothing of this cluster in either round
-        gain_parts: list[float] = []
-        loss_parts: list[float] = []
-        p_add = p_rem = None
+        m_c = int(rem_c[c] + kept_c[c] + add_c[c])
+        if m_c == 0 or (n_add == 0 and n_rem == 0):
+            continue
+        p_two, p_gain, p_loss = _share_change_test(m_c, n_rem, n_kept, n_add, int(rem_c[c]), int(add_c[c]))
+        p_added = p_removed = None
         if n_add and n_a:
             ta = (int(add_c[c]), int(a_c[c]), int(n_add - add_c[c]), int(n_a - a_c[c]))
-            pg, pl = fisher_exact_greater(*ta), fisher_exact_less(*ta)
-            gain_parts.append(pg)
-            loss_parts.append(pl)
-            p_add = min(1.0, 2 * min(pg, pl))
-        if n_rem and n_kept_a:
-            kept_c = int(a_c[c] - rem_c[c])
-            tr = (int(rem_c[c]), kept_c, int(n_rem - rem_c[c]), int(n_kept_a - kept_c))
-            pg, pl = fisher_exact_greater(*tr), fisher_exact_less(*tr)
-            # removed over-represented in c means c lost share
-            loss_parts.append(pg)
-            gain_parts.append(pl)
-            p_rem = min(1.0, 2 * min(pg, pl))
-        if not gain_parts:
-            continue
-        p_gain, p_loss = _fisher_combine(gain_parts), _fisher_combine(loss_parts)
-        tested.append(c)
-        p_two.append(min(1.0, 2 * min(p_gain, p_loss)))
-        share_a = a_c[c] / n_a if n_a else 0.0
-        share_b = b_c[c] / n_b if n_b else 0.0
+            p_added = {"more": fisher_exact_greater(*ta), "fewer": fisher_exact_less(*ta)}
+        if n_rem and n_kept:
+            tr = (int(rem_c[c]), int(kept_c[c]), int(n_rem - rem_c[c]), int(n_kept - kept_c[c]))
+            p_removed = {"more": fisher_exact_greater(*tr), "fewer": fisher_exact_less(*tr)}
         rows.append(
             {
                 "cluster": c,
-                "share_a": float(share_a),
-                "share_b": float(share_b),
+                "share_a": float(a_c[c] / n_a) if n_a else 0.0,
+                "share_b": float(b_c[c] / n_b) if n_b else 0.0,
                 "n_a": int(a_c[c]),
                 "n_b": int(b_c[c]),
                 "added": int(add_c[c]),
                 "removed": int(rem_c[c]),
-                "expected_added": float(n_add * (a_c[c] + add_c[c]) / (n_a + n_add)) if n_add else 0.0,
-                "expected_removed": float(n_rem * a_c[c] / n_a) if n_rem and n_a else 0.0,
-                "p_added": p_add,
-                "p_removed": p_rem,
-                "direction": "gained" if p_gain <= p_loss else "lost",
+                "expected_added": float(n_add * m_c / (n_rem + n_kept + n_add)),
+                "expected_removed": float(n_rem * m_c / (n_rem + n_kept + n_add)),
+                "p_gain": p_gain,
+                "p_loss": p_loss,
+                "p_added_fisher": p_added,
+                "p_removed_fisher": p_removed,
+                "p_raw": p_two,
+                "direction": "gained" if b_c[c] / max(n_b, 1) > a_c[c] / max(n_a, 1) else "lost",
             }
         )
-    if not tested:
+    if not rows:
         return []
-    q = benjamini_hochberg(p_two)
-    for row, p, qq in zip(rows, p_two, q, strict=True):
-        row["p_raw"] = float(p)
+    q = benjamini_hochberg([r["p_raw"] for r in rows])
+    for row, qq in zip(rows, q, strict=True):
         row["q"] = float(qq)
 
     findings: list[Finding] = []
@@ -245,11 +266,11 @@ def cluster_shift(
                     f"{row['removed']} removed vs {row['expected_removed']:.1f} expected)"
                 ),
                 side="current" if gained else "reference",
-                record_ids=ids[:max_ids],
+                record_ids=tuple(ids[:max_ids]),
                 statistic=row["share_b"] - row["share_a"],
                 p_value=row["q"],
                 effect_size=math.log2((row["share_b"] + eps) / (row["share_a"] + eps)),
-                details={**row, "n_clusters_tested": len(tested), "examples": [_short(t) for t in texts[:5]]},
+                details={**row, "n_clusters_tested": len(rows), "examples": [_short(t) for t in texts[:5]]},
             )
         )
     if not findings:
@@ -257,12 +278,12 @@ def cluster_shift(
         findings.append(
             Finding(
                 check="cluster_shift",
-                summary=f"no basis cluster changed share beyond chance ({len(tested)} clusters tested, "
+                summary=f"no basis cluster changed share beyond chance ({len(rows)} clusters tested, "
                 f"smallest q={best['q']:.3g} for cluster {best['cluster']})",
                 side="current",
                 statistic=best["share_b"] - best["share_a"],
                 p_value=best["q"],
-                details={"n_clusters_tested": len(tested), "smallest": best},
+                details={"n_clusters_tested": len(rows), "smallest": best},
             )
         )
     return findings
@@ -374,7 +395,9 @@ class _Contrast:
     """mean(group i) - mean(group j) for round ``t`` against round ``base``.
 
     kind: "net" (round t vs round base), "added" (t's records not in base vs base),
-    "removed" (base's records not in t vs those kept in t).
+    "removed" (base's records not in t vs round t).  "removed" compares what was dropped
+    with what round t holds, not with what it kept: a round that drops records and adds
+    similar ones in their place has not moved, one that drops a topic has.
     """
 
     t: int
@@ -404,9 +427,9 @@ class _Design:
         new = in_t * (in_b == 0)
         if new.any():
             out.append(_Contrast(t, base, "added", self._add(new), base))
-        gone, kept = in_b * (in_t == 0), in_b * (in_t > 0)
-        if gone.any() and kept.any():
-            out.append(_Contrast(t, base, "removed", self._add(gone), self._add(kept)))
+        gone = in_b * (in_t == 0)
+        if gone.any():
+            out.append(_Contrast(t, base, "removed", self._add(gone), t))
         return out
 
     def matrix(self) -> np.ndarray:
@@ -469,13 +492,13 @@ def _pointed_records(
     shift (most typical of the change first).  Returns (round they belong to, rows)."""
     if c.kind == "removed":
         r, cand_u = c.base, design.members[c.i]
-        direction = -shift  # removed records lie on the far side of the kept ones
     else:
         r, cand_u = c.t, np.flatnonzero((mem.m[:, c.t] > 0) & (mem.m[:, c.base] == 0))
-        direction = shift
-    if len(cand_u) == 0 or not np.any(direction):
+    if len(cand_u) == 0 or not np.any(shift):
         return r, []
-    score = (mem.x[cand_u] - origin) @ direction
+    # shift = mean(changed group) - mean(comparison group) = origin: the pointed records
+    # are the changed ones lying furthest along it
+    score = (mem.x[cand_u] - origin) @ shift
     order = np.argsort(-score, kind="stable")
     keep = [int(cand_u[i]) for i in order[:limit] if score[i] > 0]
     # distinct record -> its first row in round r
@@ -488,7 +511,7 @@ def _pointed_records(
 _KIND_TEXT = {
     "net": "moved",
     "added": "added records that differ from",
-    "removed": "removed records that differ from the kept ones of",
+    "removed": "dropped records that differ from what it holds now, relative to",
 }
 
 
@@ -499,7 +522,7 @@ def round_drift(
     the overlap.
 
     Three mean-shift contrasts, max-standardised: B vs A (net), B's added records vs A,
-    A's removed records vs the ones B kept.  effect_size is the winning contrast's shift
+    A's removed records vs B.  effect_size is the winning contrast's shift
     beyond noise, in SDs of the records along it.  record_ids: the added (or removed)
     records furthest along the shift; ``side`` says which round they belong to.
     """
@@ -516,14 +539,14 @@ def round_drift(
     what = {
         "net": "round B moved away from A",
         "added": "B's added records differ from A",
-        "removed": "A's removed records differ from the kept ones",
+        "removed": "A's removed records differ from round B",
     }[fam.best.kind]
     return Finding(
         check="round_drift",
         summary=f"{what}: shift {fam.effect:.2f} SD beyond noise, p={fam.p:.3g} "
         f"(membership permutation test over 3 contrasts, B={n_permutations})",
         side="current" if r == 1 else "reference",
-        record_ids=[snap.ids[i] for i in rows],
+        record_ids=tuple(snap.ids[i] for i in rows),
         statistic=fam.statistic,
         p_value=fam.p,
         effect_size=fam.effect,
@@ -569,7 +592,7 @@ def trend(
 
     - ``trend_root_drift``: every round against the root; per round three mean-shift
       contrasts (round vs root, records added since the root vs the root, root records
-      removed since vs those kept), max-standardised over rounds and contrasts;
+      removed since vs the round), max-standardised over rounds and contrasts;
     - ``trend_parent_drift``: the same against each round's parent;
     - ``trend_direction``: do the rounds move steadily one way?  Each round's mean is
       projected on the cumulative shift (root -> last) and the least-squares slope of
@@ -635,7 +658,7 @@ def trend(
                     f"max-standardised membership permutation test, B={n_permutations})"
                 ),
                 side="current" if r == last else "reference",
-                record_ids=[snap.ids[i] for i in rows],
+                record_ids=tuple(snap.ids[i] for i in rows),
                 statistic=fam.statistic,
                 p_value=fam.p,
                 effect_size=fam.effect,
@@ -668,7 +691,7 @@ def trend(
                     f"membership permutation test, B={n_permutations})"
                 ),
                 side="current",
-                record_ids=[snapshots[last].ids[i] for i in rows],
+                record_ids=tuple(snapshots[last].ids[i] for i in rows),
                 statistic=float(slope),
                 p_value=p,
                 effect_size=effect,
@@ -852,7 +875,7 @@ def diff_report(
             summary=f"{len(d.added)} records added, {len(d.removed)} removed, {len(d.kept_a)} kept "
             f"({d.reided} kept records changed id)",
             side="current",
-            record_ids=[b.ids[j] for j in d.added],
+            record_ids=tuple(b.ids[j] for j in d.added),
             details={
                 **d.to_dict(),
                 "rules_compared": "reference round vs the current round's added records"

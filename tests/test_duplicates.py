@@ -66,7 +66,7 @@ def test_lexical_check_rejects_embedding_collisions() -> None:
     emb = np.tile(np.eye(8, dtype=np.float32)[:1], (3, 1))
     base = "please write a short poem about the sea at night with many stars above the waves"
     texts = [base, base.replace("poem", "song"), "list three prime numbers and explain why each is prime"]
-    lo, hi, cos, jac = near_duplicate_edges(emb, texts, k=5, cosine_threshold=0.92, jaccard_threshold=0.5)
+    lo, hi, cos, jac = near_duplicate_edges(emb, texts, cosine_threshold=0.92, jaccard_threshold=0.5)
     assert list(zip(lo.tolist(), hi.tolist())) == [(0, 1)]
     assert cos[0] == pytest.approx(1.0) and 0.5 <= jac[0] < 1.0
 
