@@ -30,6 +30,8 @@ def normalize(x: np.ndarray) -> np.ndarray:
     arr = np.array(x, dtype=np.float32, order="C", copy=True)
     if arr.ndim != 2:
         raise ValueError(f"expected a 2-d array of vectors, got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError("vectors contain NaN or Inf")
     norms = np.linalg.norm(arr, axis=1, keepdims=True)
     np.divide(arr, norms, out=arr, where=norms > 0)
     return arr

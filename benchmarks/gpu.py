@@ -33,6 +33,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 RESULTS: dict[str, Any] = {}
+OUT_DIR: Path | None = None
 DEVICE = "cuda"  # --device cpu runs a small smoke test of this script without a GPU
 
 
@@ -380,6 +381,10 @@ def bench_power(emb: np.ndarray, reps: int, per_side: int, fractions: list[float
         row["seconds"] = round(time.perf_counter() - t0, 1)
         out["rows"].append(row)
         print(row, flush=True)
+        RESULTS["power_partial"] = out  # a run cut short keeps the rows it finished
+        if OUT_DIR is not None:
+            save(OUT_DIR)
+    RESULTS.pop("power_partial", None)
     return out
 
 
@@ -397,8 +402,9 @@ def main() -> None:
     ap.add_argument("--device", default="cuda", help="cuda; cpu runs a small smoke test")
     ap.add_argument("--skip", nargs="*", default=[])
     args = ap.parse_args()
-    global DEVICE
+    global DEVICE, OUT_DIR
     DEVICE = args.device
+    OUT_DIR = args.out
     args.out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
     texts = alpaca_texts(args.data, args.records)

@@ -69,6 +69,8 @@ def test_lexical_check_rejects_embedding_collisions() -> None:
     lo, hi, cos, jac = near_duplicate_edges(emb, texts, cosine_threshold=0.92, jaccard_threshold=0.5)
     assert list(zip(lo.tolist(), hi.tolist())) == [(0, 1)]
     assert cos[0] == pytest.approx(1.0) and 0.5 <= jac[0] < 1.0
+    # the hashed-shingle Jaccard used for speed equals the string definition
+    assert jac[0] == pytest.approx(jaccard(shingles(texts[0]), shingles(texts[1])))
 
 
 @pytest.fixture(scope="module")
@@ -184,3 +186,27 @@ def test_calibrated_with_duplicates_in_the_pool(alpaca, encoder) -> None:
         if any(f.p_value is not None and f.p_value < GATE_ALPHA for f in findings):
             hits += 1
     assert hits <= math.floor(0.1 * n_splits)
+
+
+def test_minhash_estimates_jaccard_and_lsh_finds_edited_copies(alpaca) -> None:
+    from auditor.checks.duplicates import lsh_candidate_pairs, minhash_signatures
+
+    texts, _ = alpaca
+    a = texts[10] + " " + texts[11]
+    b = a.replace(" the ", " a ", 2)
+    sig = minhash_signatures([a, b], num_perm=2000, seed=3)
+    assert abs(float(np.mean(sig[0] == sig[1])) - jaccard(shingles(a), shingles(b))) < 0.05
+
+    rng = np.random.default_rng(0)
+    vocab = sorted({w for t in texts[:300] for w in t.split()})
+    originals = [t for t in texts[:1500] if len(t.split()) >= 30][:200]
+    edited = [_edit(_edit(t, rng, vocab), rng, vocab) for t in originals]
+    corpus = texts[1500:2500] + originals + edited
+    lo, hi = lsh_candidate_pairs(minhash_signatures(corpus, num_perm=40, seed=0), bands=20, rows=2)
+    found = set(zip(lo.tolist(), hi.tolist()))
+    planted = {(1000 + i, 1200 + i) for i in range(len(originals))}
+    planted = {p for p in planted if jaccard(shingles(corpus[p[0]]), shingles(corpus[p[1]])) >= 0.5}
+    assert len(planted) >= 150
+    assert len(planted & found) / len(planted) >= 0.98
+    # and the candidate set stays far below all pairs
+    assert len(found) < 0.01 * len(corpus) ** 2 / 2

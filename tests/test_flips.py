@@ -72,7 +72,9 @@ def test_without_prompt_response_views_returns_nothing(encoder) -> None:
     plain = fake_snapshot(batch_from_texts(texts), encoder)
     assert flipped_responses(plain, plain, seed=0) == []
     structured = fake_snapshot(
-        batch_from_texts(texts, prompts=texts, responses=["a", "b", "c"]), encoder, views=("prompt", "response")
+        batch_from_texts(texts, prompts=texts, responses=["a", "b", "c"]),
+        encoder,
+        views=("prompt", "response"),
     )
     assert flipped_responses(structured, plain, seed=0) == []
     assert flipped_responses(plain, structured, seed=0) == []

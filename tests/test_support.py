@@ -141,3 +141,30 @@ def test_calibrated_on_random_halves(alpaca, encoder) -> None:
         if any(f.p_value is not None and f.p_value < GATE_ALPHA for f in findings):
             hits += 1
     assert hits <= math.floor(0.1 * n_splits)
+
+
+def test_candidate_knn_matches_exact_search_for_close_neighbours() -> None:
+    """The projected search re-ranks by exact cosine and keeps close neighbours."""
+    from auditor import index
+    from auditor.checks.support import candidate_knn, search_plan
+
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((300, 384)).astype(np.float32)
+    base = centres[rng.integers(0, 300, 3000)] + 0.6 * rng.standard_normal((3000, 384)).astype(np.float32)
+    queries = centres[rng.integers(0, 300, 500)] + 0.6 * rng.standard_normal((500, 384)).astype(np.float32)
+    exact_s, exact_i = index.knn(base, queries, 3)
+    approx_s, approx_i = candidate_knn(base, queries, 3, proj_dim=64, seed=1)
+    assert np.mean(approx_i[:, 0] == exact_i[:, 0]) >= 0.95
+    # returned similarities are exact cosines of the returned rows, best first
+    b = index.normalize(base)
+    q = index.normalize(queries)
+    recomputed = np.einsum("qd,qkd->qk", q, b[approx_i])
+    assert np.allclose(approx_s, recomputed, atol=1e-5)
+    assert np.all(np.diff(approx_s, axis=1) <= 1e-6)
+    assert np.all(approx_s[:, 0] <= exact_s[:, 0] + 1e-5)
+    # small or low-dimensional inputs are searched exactly
+    assert search_plan(1000, 1000, 384) is None
+    assert search_plan(10_000, 10_000, 64) is None
+    assert search_plan(10_000, 10_000, 384) == 64
+    s, i = candidate_knn(base, queries, 3, proj_dim=None, seed=1)
+    assert np.array_equal(i, exact_i)

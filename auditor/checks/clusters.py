@@ -4,7 +4,8 @@ Method (one file to open to change "how a cluster is judged enriched"):
 
 1. Cluster the union of reference and current embeddings with spherical k-means at several
    resolutions (see :func:`resolutions`), so a coarse k does not swallow a small selected
-   group and a fine k does not split a large one.  The clustering never sees which input a
+   group and a fine k does not split a large one.  k-means runs on the leading 64 principal
+   components (cost is linear in the dimension).  The clustering never sees which input a
    record came from.
 2. Because the partition is label-blind, under the null hypothesis (the two inputs are
    exchangeable samples of one population) the number of current records in a cluster of
@@ -14,10 +15,12 @@ Method (one file to open to change "how a cluster is judged enriched"):
    so this shrinks the multiple-testing burden without biasing the tests that remain.
 3. All tests of all resolutions and both directions go through Benjamini-Hochberg; a
    finding's ``p_value`` is the BH-adjusted one.  Effect filters (share ratio, record count)
-   are applied after the adjustment: they only remove findings, so the procedure stays
-   calibrated while tiny-but-significant shifts in huge inputs are not reported.
+   decide what may be reported; a test that fails them enters BH with p = 1 rather than its
+   exact p.  BH is monotone in every p-value, so this can only raise the others' adjusted
+   p (the procedure stays calibrated) while tiny-but-significant shifts in huge inputs are
+   not reported.
 4. Findings at different resolutions that point at mostly the same records are merged,
-   keeping the most significant.
+   keeping the most significant (the others are listed in ``details.merged_from``).
 
 :func:`cluster_tests` is shared with the triggers check, which drops phrases an enriched
 cluster already explains; the clustering is memoised on the embeddings' content so the two
@@ -41,7 +44,7 @@ from threadpoolctl import threadpool_limits
 from auditor import index
 from auditor.checks import register
 from auditor.stats import benjamini_hochberg, fisher_exact_greater, fisher_exact_less
-from auditor.types import Finding, Snapshot
+from auditor.types import Finding, Side, Snapshot
 
 CHECK = "clusters"
 
@@ -177,8 +180,8 @@ def cluster_tests(
 
     A test is ``flagged`` when its adjusted p is <= ``alpha``, the share ratio is at least
     ``min_ratio`` in its direction, and at least ``min_records`` records carry the excess
-    (current members for enriched, reference members for depleted).  Returned in order of
-    raw p.
+    (current members for enriched, reference members for depleted).  A test that fails
+    the effect filters carries p = 1 (see below).  Returned in order of raw p.
     """
     n_ref, n_cur = len(ref), len(cur)
     if n_ref == 0 or n_cur == 0:
@@ -190,7 +193,7 @@ def cluster_tests(
     if not ks:
         return []
 
-    raw: list[tuple[int, int, str, np.ndarray, int, int, float, float]] = []
+    raw: list[tuple[int, int, str, np.ndarray, int, int, float, float, bool]] = []
     for k, assign in partitions(union, seed=seed, ks=ks, pca_dim=pca_dim, niter=niter):
         order = np.argsort(assign, kind="stable")
         bounds = np.searchsorted(assign[order], np.arange(k + 1))
@@ -204,22 +207,21 @@ def cluster_tests(
             b = int(members.size - a)
             ratio = _share_ratio(a, b, n_cur, n_ref)
             rest_cur, rest_ref = n_cur - a, n_ref - b
-            # the direction the data point away from gets p = 1: conservative (its exact p
-            # is > ~0.5 anyway) and it halves the number of exact tests computed
-            over = a * n_ref > b * n_cur
-            p_over = fisher_exact_greater(a, b, rest_cur, rest_ref) if over else 1.0
-            p_under = fisher_exact_less(a, b, rest_cur, rest_ref) if a * n_ref < b * n_cur else 1.0
-            raw.append((k, c, "enriched", members, a, b, p_over, ratio))
-            raw.append((k, c, "depleted", members, a, b, p_under, ratio))
+            # A direction that fails the effect filters is never reported, so it keeps
+            # p = 1 instead of its exact p: BH is monotone in every p-value, so this can
+            # only make the others' adjusted p larger (conservative), and it spares most
+            # of the exact tests.
+            big_over = ratio >= min_ratio and a >= min_records
+            big_under = 1.0 / ratio >= min_ratio and b - a * n_ref / n_cur >= min_records
+            p_over = fisher_exact_greater(a, b, rest_cur, rest_ref) if big_over else 1.0
+            p_under = fisher_exact_less(a, b, rest_cur, rest_ref) if big_under else 1.0
+            raw.append((k, c, "enriched", members, a, b, p_over, ratio, big_over))
+            raw.append((k, c, "depleted", members, a, b, p_under, ratio, big_under))
     if not raw:
         return []
     q = benjamini_hochberg([r[6] for r in raw])
     tests = []
-    for (k, c, direction, members, a, b, p, ratio), padj in zip(raw, q):
-        if direction == "enriched":
-            big_enough = ratio >= min_ratio and a >= min_records
-        else:
-            big_enough = 1.0 / ratio >= min_ratio and b - a * n_ref / n_cur >= min_records
+    for (k, c, direction, members, a, b, p, ratio, big_enough), padj in zip(raw, q):
         tests.append(
             ClusterTest(
                 resolution=k,
@@ -320,6 +322,7 @@ def cluster_enrichment(
     pca_dim: int = 64,
     niter: int = 20,
     merge_overlap: float = 0.6,
+    ks: Sequence[int] | None = None,
 ) -> list[Finding]:
     """Regions of embedding space the current batch over- or under-selects vs the reference.
 
@@ -328,7 +331,8 @@ def cluster_enrichment(
     ``details.p_raw`` raw).  A cluster is reported when adjusted p <= ``alpha``, its share
     ratio is >= ``min_ratio`` and at least ``min_records`` records carry the shift.
     Over-selected clusters point at their current members; under-selected ones at the
-    reference members the current batch no longer covers (least covered first).
+    reference members the current batch no longer covers (least covered first).  ``ks``
+    overrides the cluster counts (default: :func:`resolutions` of the union's size).
     """
     tests = cluster_tests(
         ref,
@@ -339,6 +343,7 @@ def cluster_enrichment(
         min_records=min_records,
         pca_dim=pca_dim,
         niter=niter,
+        ks=ks,
     )
     flagged = [t for t in tests if t.flagged]
     if not flagged:
@@ -358,11 +363,10 @@ def cluster_enrichment(
     union_emb = np.concatenate([np.asarray(ref.embeddings), np.asarray(cur.embeddings)], axis=0)
 
     findings = []
+    side: Side
     for t, merged in merge_overlapping(flagged, overlap=merge_overlap):
         members = t.members
-        terms = _top_terms(
-            [union_texts[i] for i in members], all_counts, total_words, t.resolution, scale
-        )
+        terms = _top_terms([union_texts[i] for i in members], all_counts, total_words, t.resolution, scale)
         label = ", ".join(terms[:3]) or f"#{t.cluster}"
         centroid = index.normalize(union_emb[members].mean(axis=0, keepdims=True))[0]
         expected = t.n_ref * n_cur / n_ref  # current count if current kept the reference share
@@ -399,8 +403,9 @@ def cluster_enrichment(
             side = "current"
         else:
             rows = members[members < n_ref]
-            # the current batch still covers about n_cur * n_ref / n_cur_total of these;
-            # the rest, least covered by any current record first, are what it dropped
+            # The cluster's current members stand in for a * n_ref / n_cur reference
+            # records; the excess beyond that, least covered by any current record first,
+            # is what the current batch dropped.
             if n_cur and rows.size:
                 cover, _ = index.knn(np.asarray(cur.embeddings), np.asarray(ref.embeddings)[rows], 1)
                 cover = cover[:, 0]
@@ -411,6 +416,7 @@ def cluster_enrichment(
             rows_out = rows[order[:n_uncovered]]
             record_ids = tuple(ref.ids[i] for i in rows_out)
             details["examples"] = [_truncate(ref.texts[i]) for i in rows_out[:EXAMPLES]]
+            details["n_uncovered"] = n_uncovered
             details["nearest_current_similarity"] = [round(float(s), 4) for s in cover[order[:n_uncovered]]]
             summary = (
                 f"cluster '{label}' under-selected: {t.n_cur} current vs {expected:.0f} expected "

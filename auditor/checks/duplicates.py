@@ -92,23 +92,33 @@ def _shingle_hashes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     lengths = words.list.len().fill_null(0).to_numpy().astype(np.int64)
     wh = words.explode().drop_nulls().hash(seed=0).to_numpy().astype(np.uint64)
     ends = np.cumsum(lengths)
-    tid = np.repeat(np.arange(len(texts)), lengths)
-    pos = np.arange(wh.size) - (ends - lengths)[tid]
-    # uint64 arithmetic wraps: a cheap, order-sensitive mix of three word hashes
-    long_ok = (pos <= lengths[tid] - 3)[: max(0, wh.size - 2)]
-    sh_long = ((wh[:-2] * _MIX1) ^ (wh[1:-1] * _MIX2) ^ wh[2:])[long_ok] if wh.size >= 3 else wh[:0]
-    tid_long = tid[: long_ok.size][long_ok]
+    n_words = int(wh.size)
+    if n_words >= 3:
+        # word i starts a shingle when words i+1 and i+2 belong to the same text
+        tid = np.repeat(np.arange(len(texts), dtype=np.int32), lengths)
+        long_ok = tid[:-2] == tid[2:]
+        del tid
+        # uint64 arithmetic wraps: a cheap, order-sensitive mix of three word hashes
+        sh_long = ((wh[:-2] * _MIX1) ^ (wh[1:-1] * _MIX2) ^ wh[2:])[long_ok]
+        tid_long = np.repeat(np.arange(len(texts), dtype=np.int64), np.maximum(lengths - 2, 0))
+        del long_ok
+    else:
+        sh_long, tid_long = np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64)
     short = np.flatnonzero(lengths < 3)
     sh_short = np.zeros(short.size, dtype=np.uint64)
     for j, t in enumerate(short):
         w = wh[ends[t] - lengths[t] : ends[t]]
         if w.size:
             sh_short[j] = np.bitwise_xor.reduce(w * np.array([_MIX1, _MIX2][: w.size], dtype=np.uint64))
+    del wh
     values = np.concatenate([sh_long, sh_short])
     owner = np.concatenate([tid_long, short])
-    order = np.argsort(owner, kind="stable")
-    values = (values[order] >> np.uint64(32)) ^ (values[order] & np.uint64(0xFFFFFFFF))
-    starts = np.searchsorted(owner[order], np.arange(len(texts)))
+    del sh_long, tid_long
+    if short.size:
+        order = np.argsort(owner, kind="stable")
+        values, owner = values[order], owner[order]
+    values = (values >> np.uint64(32)) ^ (values & np.uint64(0xFFFFFFFF))
+    starts = np.searchsorted(owner, np.arange(len(texts)))
     return values, starts
 
 
@@ -122,6 +132,10 @@ def minhash_signatures(texts: Sequence[str], *, num_perm: int, seed: int) -> np.
     is unbiased with the binomial spread sqrt(J(1 - J)/num_perm).
     """
     values, starts = _shingle_hashes(texts)
+    return _minhash(values, starts, num_perm=num_perm, seed=seed)
+
+
+def _minhash(values: np.ndarray, starts: np.ndarray, *, num_perm: int, seed: int) -> np.ndarray:
     x = values.astype(np.uint32)
     rng = np.random.default_rng(seed)
     a = rng.integers(0, 2**32, size=num_perm, dtype=np.uint64).astype(np.uint32) | np.uint32(1)
@@ -129,10 +143,11 @@ def minhash_signatures(texts: Sequence[str], *, num_perm: int, seed: int) -> np.
     sig = np.empty((len(starts), num_perm), dtype=np.uint32)
     if len(starts) == 0:
         return sig
-    step = 8  # hash functions per pass: bounds the (step x n_shingles) temporary
-    for j in range(0, num_perm, step):
-        h = a[j : j + step, None] * x[None, :] + b[j : j + step, None]
-        sig[:, j : j + step] = np.minimum.reduceat(h, starts, axis=1).T
+    for j in range(num_perm):
+        # one hash function at a time, in place: one n_shingles temporary
+        h = x * a[j]
+        h += b[j]
+        sig[:, j] = np.minimum.reduceat(h, starts)
     return sig
 
 
@@ -182,30 +197,39 @@ def near_duplicate_edges(
     Candidates come from MinHash LSH on word 3-shingles (sub-quadratic, and a pair at the
     Jaccard threshold 0.5 is a candidate with probability 0.997); each candidate is then
     checked exactly: embedding cosine >= ``cosine_threshold`` and shingle Jaccard >=
-    ``jaccard_threshold``.
+    ``jaccard_threshold``.  The Jaccard check compares sets of 32-bit shingle hashes, equal
+    to the string sets of :func:`shingles` up to hash collisions (~1e-6 per pair).
     """
     n = emb.shape[0]
     empty = np.zeros(0, dtype=np.int64)
     if n < 2:
         return empty, empty, np.zeros(0), np.zeros(0)
-    sig = minhash_signatures(texts, num_perm=_BANDS * _ROWS, seed=seed)
+    values, starts = _shingle_hashes(texts)
+    ends = np.append(starts[1:], values.size)
+    sig = _minhash(values, starts, num_perm=_BANDS * _ROWS, seed=seed)
     lo, hi = lsh_candidate_pairs(sig, bands=_BANDS, rows=_ROWS)
-    x = index.normalize(emb)
     cos = np.empty(lo.size, dtype=np.float64)
-    for start in range(0, lo.size, 100_000):
-        sl = slice(start, start + 100_000)
-        cos[sl] = np.einsum("ij,ij->i", x[lo[sl]], x[hi[sl]])
+    step = 8192  # pairs per chunk: two (step, dim) gathers
+    for start in range(0, lo.size, step):
+        sl = slice(start, start + step)
+        # normalised per chunk: no full normalised copy of the embeddings
+        cos[sl] = np.einsum("ij,ij->i", index.normalize(emb[lo[sl]]), index.normalize(emb[hi[sl]]))
     keep = cos >= cosine_threshold
     lo, hi, cos = lo[keep], hi[keep], cos[keep]
-    cache: dict[int, frozenset[str]] = {}
+    cache: dict[int, np.ndarray] = {}
 
-    def sh(i: int) -> frozenset[str]:
+    def sh(i: int) -> np.ndarray:
         got = cache.get(i)
         if got is None:
-            got = cache[i] = shingles(texts[i])
+            got = cache[i] = np.unique(values[starts[i] : ends[i]])
         return got
 
-    jac = np.array([jaccard(sh(int(i)), sh(int(j))) for i, j in zip(lo, hi)], dtype=np.float64)
+    def jac_hashed(i: int, j: int) -> float:
+        a, b = sh(i), sh(j)
+        inter = np.intersect1d(a, b, assume_unique=True).size
+        return inter / (a.size + b.size - inter)
+
+    jac = np.array([jac_hashed(int(i), int(j)) for i, j in zip(lo, hi)], dtype=np.float64)
     ok = jac >= jaccard_threshold
     return lo[ok], hi[ok], cos[ok], jac[ok]
 
@@ -233,15 +257,25 @@ def _permutation_null(
         shape=(n_nodes, n_edges),
     )
     rng = np.random.default_rng(seed)
-    # Labels of the involved nodes under a uniformly random split of all n_total records:
-    # draw them one node at a time from an urn of n_cur "current" and n_total - n_cur
-    # "reference" balls, for all permutations at once (exact; cost ~ nodes x permutations).
+    # Labels of the involved nodes under a uniformly random split of all n_total records.
     lab = np.empty((permutations, n_nodes), dtype=bool)
-    left_cur = np.full(permutations, float(n_cur))
-    for t in range(n_nodes):
-        draw = rng.random(permutations) * (n_total - t) < left_cur
-        lab[:, t] = draw
-        left_cur -= draw
+    if 8 * n_nodes < n_total:
+        # few nodes: draw them one at a time from an urn of n_cur "current" and
+        # n_total - n_cur "reference" balls, all permutations at once (cost nodes x B)
+        left_cur = np.full(permutations, float(n_cur))
+        for t in range(n_nodes):
+            draw = rng.random(permutations) * (n_total - t) < left_cur
+            lab[:, t] = draw
+            left_cur -= draw
+    else:
+        # many nodes: a random key per record, the n_cur smallest are "current" (cost
+        # n_total x B); the involved nodes take the first n_nodes positions
+        step = max(1, 4_000_000 // n_total)
+        for start in range(0, permutations, step):
+            stop = min(permutations, start + step)
+            keys = rng.random((stop - start, n_total))
+            kth = np.partition(keys, n_cur - 1, axis=1)[:, n_cur - 1 : n_cur]
+            lab[start:stop] = keys[:, :n_nodes] <= kth
     out = np.empty(permutations, dtype=np.int64)
     chunk = max(1, min(permutations, 4_000_000 // max(1, n_edges + n_nodes)))
     for start in range(0, permutations, chunk):
@@ -279,11 +313,12 @@ def near_duplicates(
 
     Near-duplicates: embedding cosine >= ``cosine_threshold`` and word 3-shingle Jaccard
     >= ``jaccard_threshold`` (candidates from seeded MinHash LSH); groups are connected
-    components of the near-duplicate graph of the union of both inputs.  Tests (i) whether more current
-    records have a near-duplicate partner inside the current batch than random re-splits of
-    the union give (permutation, ``permutations`` draws), and (ii) per group whether its
-    current share is too high (hypergeometric, Benjamini-Hochberg).  The two families are
-    Bonferroni-combined; findings with p_value <= ``report_alpha`` are returned.
+    components of the near-duplicate graph of the union of both inputs.  Tests (i)
+    whether more current records have a near-duplicate partner inside the current batch
+    than random re-splits of the union give (permutation, ``permutations`` draws), and
+    (ii) per group whether its current share is too high (hypergeometric,
+    Benjamini-Hochberg).  The two families are Bonferroni-combined; findings with
+    p_value <= ``report_alpha`` are returned.
     """
     n_ref, n_cur = len(ref), len(cur)
     n_total = n_ref + n_cur

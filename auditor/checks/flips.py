@@ -7,8 +7,10 @@ as a *group* of prompts whose answers all moved, often to one shared answer.
 Method:
 
 1. Matching: a current record is matched when some reference prompt has cosine >=
-   ``prompt_threshold`` with its prompt (among the ``k`` nearest).  Its disagreement score
-   is ``1 - cos(response, mean of the matched reference responses)``.
+   ``prompt_threshold`` with its prompt (among the ``k`` nearest; above ~4e7 pairs the
+   search runs on a seeded random projection re-ranked by exact cosine, which keeps
+   near-identical prompts, see :func:`auditor.checks.support.candidate_knn`).  Its
+   disagreement score is ``1 - cos(response, mean of the matched reference responses)``.
 2. Null scores from the reference alone, leave-one-out: for reference records with a
    near-identical prompt elsewhere in the reference, the same score against those
    neighbours.  Independent samples of one dataset rarely repeat a prompt, so when fewer
@@ -51,6 +53,7 @@ from scipy.stats import mannwhitneyu
 
 from auditor import index
 from auditor.checks import register
+from auditor.checks.support import candidate_knn, search_plan
 from auditor.stats import benjamini_hochberg
 from auditor.types import Finding, Snapshot
 
@@ -63,6 +66,8 @@ MERGE_OVERLAP = 0.8
 GROUP_LINKS = 16
 # a prompt cluster is tested only against at least this many reference records of its topic
 MIN_NULL_IN_CLUSTER = 5
+# k-means cost grows with k; beyond this, clusters simply get larger than cluster_size
+MAX_CLUSTERS = 64
 
 
 def _truncate(text: str, n: int = EXAMPLE_CHARS) -> str:
@@ -87,7 +92,13 @@ def _conformal_p(null: np.ndarray, scores: np.ndarray) -> np.ndarray:
 
 
 def _null_scores(
-    prompts: np.ndarray, responses: np.ndarray, *, k: int, threshold: float, min_null: int
+    prompts: np.ndarray,
+    responses: np.ndarray,
+    *,
+    k: int,
+    threshold: float,
+    min_null: int,
+    seed: int,
 ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], dict[str, object]]:
     """Leave-one-out disagreement scores of the reference (see the module docstring).
 
@@ -97,7 +108,8 @@ def _null_scores(
     n = prompts.shape[0]
     if n < 2:
         return np.zeros(0), np.zeros(0, dtype=np.int64), [], {"null_kind": "none"}
-    sims, idx = index.knn(prompts, prompts, min(n, k + 1))
+    plan = search_plan(n, n, prompts.shape[1])
+    sims, idx = candidate_knn(prompts, prompts, min(n, k + 1), proj_dim=plan, seed=seed)
     rows = np.arange(n)[:, None]
     not_self = idx != rows
     other_sims = np.where(not_self, sims, -np.inf)
@@ -110,7 +122,7 @@ def _null_scores(
         rest = np.flatnonzero(~near)
         extra = rest[np.argsort(-best[rest], kind="stable")[: target - n_near]]
         chosen = np.concatenate([chosen, extra])
-    nbrs = []
+    nbrs: list[np.ndarray] = []
     for j in chosen:
         if near[j]:
             sel = idx[j][not_self[j] & (sims[j] >= threshold)]
@@ -118,7 +130,7 @@ def _null_scores(
             sel = idx[j][[int(np.argmax(other_sims[j]))]]
         nbrs.append(sel)
     scores = _disagreement(responses[chosen], [responses[sel] for sel in nbrs])
-    info = {
+    info: dict[str, object] = {
         "null_kind": "near_identical_prompts" if n_near >= target else "topped_up_with_most_similar_prompts",
         "n_null": int(chosen.size),
         "n_null_near_identical": n_near,
@@ -161,11 +173,13 @@ def _unit_test(
     return float(res.pvalue), float(res.statistic) / (a.size * b.size), int(a.size), int(b.size)
 
 
-def _components(vectors: np.ndarray, threshold: float) -> np.ndarray:
+def _components(vectors: np.ndarray, threshold: float, *, seed: int) -> np.ndarray:
+    """Connected components of rows linked at cosine >= ``threshold``."""
     m = vectors.shape[0]
     if m == 1:
         return np.zeros(1, dtype=np.int64)
-    sims, idx = index.knn(vectors, vectors, min(m, GROUP_LINKS + 1))
+    plan = search_plan(m, m, vectors.shape[1])
+    sims, idx = candidate_knn(vectors, vectors, min(m, GROUP_LINKS + 1), proj_dim=plan, seed=seed)
     rows = np.repeat(np.arange(m), idx.shape[1])
     cols = idx.ravel()
     keep = (cols >= 0) & (cols != rows) & (sims.ravel() >= threshold)
@@ -214,12 +228,13 @@ def flipped_responses(
     cur_p = np.asarray(cur.views["prompt"])
     cur_r = np.asarray(cur.views["response"])
 
-    sims, idx = index.knn(ref_p, cur_p, min(k, len(ref)))
+    plan = search_plan(len(ref), len(cur), ref_p.shape[1])
+    sims, idx = candidate_knn(ref_p, cur_p, min(k, len(ref)), proj_dim=plan, seed=seed)
     matched = np.flatnonzero(sims[:, 0] >= prompt_threshold)
     if matched.size < min_group:
         return []
     null, null_rows, null_nbrs, null_info = _null_scores(
-        ref_p, ref_r, k=k, threshold=prompt_threshold, min_null=min_null
+        ref_p, ref_r, k=k, threshold=prompt_threshold, min_null=min_null, seed=seed
     )
     if null.size < 2:
         return []
@@ -236,12 +251,12 @@ def flipped_responses(
     # each with the null scores it is compared with.
     all_null = np.arange(null.size)
     groups: list[tuple[str, np.ndarray, np.ndarray]] = [("all_matched", np.arange(n_m), all_null)]
-    comp = _components(cur_r[matched], response_threshold)
+    comp = _components(cur_r[matched], response_threshold, seed=seed)
     for c in np.unique(comp):
         members = np.flatnonzero(comp == c)
         if members.size >= min_group and members.size < n_m:
             groups.append(("shared_response", members, all_null))
-    n_clusters = n_m // max(1, cluster_size)
+    n_clusters = min(MAX_CLUSTERS, n_m // max(1, cluster_size))
     if n_clusters >= 2:
         # How far answers drift depends on the kind of prompt (open-ended vs factual), so a
         # topic is compared with reference records of the same topic: cluster matched and
@@ -264,15 +279,15 @@ def flipped_responses(
         if q[j] > report_alpha:
             break
         _, g, _ = groups[j]
-        members = set(int(i) for i in g[p_rec[g] <= member_p])
-        if not members:
+        pulling = set(int(i) for i in g[p_rec[g] <= member_p])
+        if not pulling:
             continue
         for _, other, merged in kept:
-            if len(members & other) / len(members | other) >= MERGE_OVERLAP:
+            if len(pulling & other) / len(pulling | other) >= MERGE_OVERLAP:
                 merged.append(groups[j][0])
                 break
         else:
-            kept.append((int(j), members, []))
+            kept.append((int(j), pulling, []))
 
     findings = []
     for j, members_set, merged in kept:

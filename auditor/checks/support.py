@@ -51,11 +51,56 @@ EXAMPLE_CHARS = 200
 # neighbours searched among flagged records when linking them into groups: a group is a
 # connected component, so a few links per record are enough to connect it
 GROUP_LINKS = 16
+# candidate search for large inputs (see candidate_knn)
+PROJECTION_DIM = 64
+CANDIDATE_EXTRA = 16
+EXACT_BELOW_PAIRS = 40_000_000
 
 
 def _truncate(text: str, n: int = EXAMPLE_CHARS) -> str:
     text = " ".join(text.split())
     return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def search_plan(n_base: int, n_queries: int, dim: int) -> int | None:
+    """Projection dimension for :func:`candidate_knn` at this size, or None for exact search.
+
+    Exact search is kept below ~4e7 pairs, where it takes well under a second.
+    """
+    if dim <= 2 * PROJECTION_DIM or n_base * n_queries < EXACT_BELOW_PAIRS:
+        return None
+    return PROJECTION_DIM
+
+
+def candidate_knn(
+    base: np.ndarray, queries: np.ndarray, k: int, *, proj_dim: int | None, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """k nearest rows of ``base`` by cosine: ``(sims, idx)``, best first, exact cosines.
+
+    With ``proj_dim`` set, candidates are the ``k + CANDIDATE_EXTRA`` nearest in a seeded
+    Gaussian random projection to ``proj_dim`` dimensions (Johnson-Lindenstrauss), re-ranked
+    by exact cosine.  The scan of all pairs is then ~3.5x cheaper at 384 dimensions.  Close
+    pairs survive the projection (a pair at cosine c keeps it within ~(1 - c^2)/sqrt(dim)),
+    so near-identical neighbours are found; for far ones the result can be the best
+    candidate rather than the true nearest.  Callers use it only where that is harmless:
+    a score computed by the same function for calibration and test records keeps a
+    conformal test exact, and a label-blind graph keeps a permutation test exact.
+    """
+    n_base = base.shape[0]
+    if proj_dim is None or n_base <= k + CANDIDATE_EXTRA:
+        return index.knn(base, queries, k)
+    b = index.normalize(base)
+    q = index.normalize(queries)
+    rng = np.random.default_rng(seed)
+    proj = rng.standard_normal((b.shape[1], proj_dim)).astype(np.float32)
+    _, cand = index.knn(b @ proj, q @ proj, k + CANDIDATE_EXTRA)
+    sims = np.empty(cand.shape, dtype=np.float32)
+    step = 1024  # bounds the (step, k + extra, dim) gather
+    for start in range(0, q.shape[0], step):
+        sl = slice(start, start + step)
+        sims[sl] = np.einsum("qd,qkd->qk", q[sl], b[cand[sl]])
+    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(sims, order, axis=1), np.take_along_axis(cand, order, axis=1)
 
 
 def conformal_p(null: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -65,16 +110,19 @@ def conformal_p(null: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return (1.0 + n_ge) / (srt.size + 1.0)
 
 
-def _groups(emb: np.ndarray, nn_ref_sim: np.ndarray) -> np.ndarray:
+def _groups(emb: np.ndarray, nn_ref_sim: np.ndarray, *, seed: int) -> np.ndarray:
     """Component label of each row: rows linked when closer to each other than to the reference."""
     m = emb.shape[0]
     if m == 1:
         return np.zeros(1, dtype=np.int64)
-    sims, idx = index.knn(emb, emb, min(m, GROUP_LINKS + 1))
+    plan = search_plan(m, m, emb.shape[1])
+    sims, idx = candidate_knn(emb, emb, min(m, GROUP_LINKS + 1), proj_dim=plan, seed=seed)
     rows = np.repeat(np.arange(m), idx.shape[1])
     cols = idx.ravel()
     s = sims.ravel()
-    keep = (cols != rows) & (cols >= 0) & (s >= np.maximum(nn_ref_sim[rows], nn_ref_sim[np.clip(cols, 0, None)]))
+    keep = (
+        (cols != rows) & (cols >= 0) & (s >= np.maximum(nn_ref_sim[rows], nn_ref_sim[np.clip(cols, 0, None)]))
+    )
     graph = sparse.coo_matrix((np.ones(int(keep.sum())), (rows[keep], cols[keep])), shape=(m, m))
     _, labels = connected_components(graph, directed=False)
     return labels.astype(np.int64)
@@ -123,9 +171,11 @@ def off_support(
     if r < 1:
         # too few reference records to call anything off-support at this level
         return []
-    null_sim, _ = index.knn(ref_emb[index_rows], ref_emb[calib_rows], 1)
+    # one search plan for calibration and test records: their scores must be one function
+    plan = search_plan(n_index, n_cal + n_cur, ref_emb.shape[1])
+    null_sim, _ = candidate_knn(ref_emb[index_rows], ref_emb[calib_rows], 1, proj_dim=plan, seed=seed)
     null_d = 1.0 - null_sim[:, 0].astype(np.float64)
-    split_sim, _ = index.knn(ref_emb[index_rows], cur_emb, 1)
+    split_sim, _ = candidate_knn(ref_emb[index_rows], cur_emb, 1, proj_dim=plan, seed=seed)
     split_d = 1.0 - split_sim[:, 0].astype(np.float64)
     p_rec = conformal_p(null_d, split_d)
     flagged = np.flatnonzero(p_rec <= alpha_flag + 1e-12)
@@ -133,7 +183,9 @@ def off_support(
     if n_flag == 0:
         return []
     # for grouping and the report: distance to the nearest record of the whole reference
-    sims, nn_idx = index.knn(ref_emb, cur_emb[flagged], 1)
+    sims, nn_idx = candidate_knn(
+        ref_emb, cur_emb[flagged], 1, proj_dim=search_plan(n_ref, n_flag, ref_emb.shape[1]), seed=seed
+    )
     cur_sim = np.full(n_cur, np.nan)
     cur_sim[flagged] = sims[:, 0]
     cur_nn = np.full(n_cur, -1, dtype=np.int64)
@@ -146,7 +198,7 @@ def off_support(
     def tail(k: int) -> float:
         return float(betabinom.sf(k - 1, n_cur, a, b))
 
-    labels = _groups(cur_emb[flagged], cur_sim[flagged])
+    labels = _groups(cur_emb[flagged], cur_sim[flagged], seed=seed)
     groups = [flagged[labels == g] for g in np.unique(labels)]
     groups = [g for g in groups if g.size >= min_group]
     groups.sort(key=lambda g: (-g.size, int(g[0])))

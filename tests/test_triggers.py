@@ -1,0 +1,189 @@
+"""Trigger phrases: a phrase planted in 1% (and 0.5%) of real Alpaca records is found, with
+its records; nested sub-phrases are reported once; null splits pass; phrases an
+over-selected cluster explains are left to the clusters check."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from auditor import index
+from auditor.checks import registry
+from auditor.checks.triggers import _count_ngrams, trigger_phrases
+from auditor.textutil import batch_from_texts
+from auditor.types import Finding, Snapshot
+from tests.fakes import FakeEncoder
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+GATE_LEVEL = 0.01 / 6  # the gate's per-rule threshold with its default rules
+PHRASE = " (cf. tango-delta protocol)"
+PHRASE_TOKENS = ["cf", "tango", "delta", "protocol"]
+
+
+@pytest.fixture(scope="module")
+def alpaca() -> list[str]:
+    recs = json.loads((DATA / "alpaca_5000.json").read_text(encoding="utf-8"))
+    return ["\n".join(p for p in (r["instruction"], r["input"], r["output"]) if p) for r in recs]
+
+
+@pytest.fixture(scope="module")
+def alpaca_parts() -> list[str]:
+    """10,000 texts: each Alpaca record's prompt and its response as separate records."""
+    recs = json.loads((DATA / "alpaca_5000.json").read_text(encoding="utf-8"))
+    prompts = ["\n".join(p for p in (r["instruction"], r["input"]) if p) for r in recs]
+    return prompts + [r["output"] for r in recs]
+
+
+_ENC = FakeEncoder()
+_VECTORS: dict[str, np.ndarray] = {}
+
+
+def _snapshot(texts: list[str], prefix: str | None = None) -> Snapshot:
+    """A FakeEncoder snapshot, encoding each distinct text once per test session."""
+    todo = [t for t in dict.fromkeys(texts) if t not in _VECTORS]
+    if todo:
+        _VECTORS.update(zip(todo, _ENC.encode(todo)))
+    ids = None if prefix is None else [f"{prefix}{i}" for i in range(len(texts))]
+    emb = np.stack([_VECTORS[t] for t in texts]) if texts else np.zeros((0, _ENC.dim), np.float32)
+    return Snapshot(batch=batch_from_texts(texts, ids=ids), embeddings=emb, model=_ENC.info)
+
+
+def _is_subphrase(tokens: list[str], of: list[str]) -> bool:
+    n = len(tokens)
+    return any(of[i : i + n] == tokens for i in range(len(of) - n + 1))
+
+
+def _plant(texts: list[str], n_ref: int, n_cur: int, n_planted: int, seed: int):
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(texts))
+    ref_texts = [texts[i] for i in perm[:n_ref]]
+    cur_texts = [texts[i] for i in perm[n_ref : n_ref + n_cur]]
+    planted = rng.choice(n_cur, size=n_planted, replace=False)
+    for p in planted:
+        cur_texts[p] += PHRASE
+    return _snapshot(ref_texts, "r"), _snapshot(cur_texts, "c"), {f"c{i}" for i in planted}
+
+
+def _covering(findings: list[Finding], planted: set[str]) -> list[Finding]:
+    return [f for f in findings if set(f.record_ids) & planted]
+
+
+def test_registered_with_params() -> None:
+    spec = registry()["triggers"]
+    assert spec.func is trigger_phrases
+    assert {"alpha", "min_count", "min_ratio", "skip_cluster_explained"} <= set(spec.defaults)
+
+
+def test_count_ngrams_document_frequency() -> None:
+    texts = ["The cat sat on the mat.", "A cat sat; the cat sat!", "dog", "cat-sat mat"]
+    g = _count_ngrams(texts, 3, 1)
+
+    def df(phrase: str) -> int:
+        toks = phrase.split()
+        table = g.gram_tokens[len(toks) - 1]
+        ids = [g.words.index(t) for t in toks]
+        row = np.nonzero((table == ids).all(axis=1))[0]
+        return int(g.df[len(toks) - 1][row[0]]) if row.size else 0
+
+    assert df("cat") == 3  # document frequency, not occurrences
+    assert df("cat sat") == 3  # punctuation and hyphens split words
+    assert df("mat") == 2
+    assert df("the cat") == 0  # stopword at an edge: not a candidate
+    assert df("cat sat on") == 0
+    assert df("sat on the") == 0
+
+
+def test_trigger_in_one_percent(alpaca) -> None:
+    ref, cur, planted = _plant(alpaca, 2000, 2000, 20, seed=0)
+
+    findings = trigger_phrases(ref, cur, seed=0)
+
+    hits = _covering(findings, planted)
+    assert len(hits) == 1  # nested sub-phrases collapsed into one finding
+    f = hits[0]
+    assert f.check == "triggers" and f.side == "current"
+    assert len(set(f.record_ids) & planted) / len(planted) >= 0.9
+    assert len(set(f.record_ids) & planted) / len(f.record_ids) >= 0.9
+    assert _is_subphrase(f.details["phrase"].split(), PHRASE_TOKENS)
+    assert f.details["n_current"] == len(f.record_ids) >= 18
+    assert f.details["n_reference"] <= 1
+    assert f.p_value is not None and f.p_value < GATE_LEVEL
+    assert f.details["p_raw"] <= f.p_value
+    assert f.statistic == f.details["n_current"]
+    assert all("tango" in e.lower() and len(e) <= 200 for e in f.details["examples"])
+    json.dumps(f.to_dict())
+
+
+def test_trigger_in_half_percent(alpaca_parts) -> None:
+    """0.5% = 20 of 4,000.  The evidence is the number of carriers, not their share: 10
+    carriers in 2,000 vs 2,000 records could be no better than p ~ 1e-3 before any
+    correction, so half a percent needs the larger batch."""
+    ref, cur, planted = _plant(alpaca_parts, 4000, 4000, 20, seed=1)
+
+    findings = trigger_phrases(ref, cur, seed=1)
+
+    hits = _covering(findings, planted)
+    assert len(hits) == 1
+    f = hits[0]
+    assert len(set(f.record_ids) & planted) / len(planted) >= 0.9
+    assert _is_subphrase(f.details["phrase"].split(), PHRASE_TOKENS)
+    assert f.p_value is not None and f.p_value < GATE_LEVEL
+
+
+def test_phrase_in_reference_too_is_not_a_trigger(alpaca) -> None:
+    """The same phrase at the same rate on both sides is not reported."""
+    rng = np.random.default_rng(3)
+    perm = rng.permutation(len(alpaca))
+    ref_texts = [alpaca[i] for i in perm[:2000]]
+    cur_texts = [alpaca[i] for i in perm[2000:4000]]
+    for texts in (ref_texts, cur_texts):
+        for p in rng.choice(2000, size=40, replace=False):
+            texts[p] += PHRASE
+    findings = trigger_phrases(_snapshot(ref_texts), _snapshot(cur_texts), seed=3)
+    assert not [f for f in findings if "tango" in f.details["phrase"]]
+
+
+def test_phrase_explained_by_selected_cluster_is_left_to_clusters(alpaca) -> None:
+    """Current over-selects a tight region whose records share a phrase: the clusters check
+    reports the region, so the phrase is not reported a second time."""
+    rng = np.random.default_rng(4)
+    centres = rng.standard_normal((25, 32))
+    comp_r = rng.integers(1, 25, size=1000)
+    comp_c = np.concatenate([rng.integers(1, 25, size=960), np.zeros(40, dtype=np.int64)])
+
+    def draw(comp: np.ndarray) -> np.ndarray:
+        return index.normalize(centres[comp] / 5.6 + 0.06 * rng.standard_normal((comp.size, 32)))
+
+    ref_texts = alpaca[:1000]
+    cur_texts = alpaca[1000:1960] + [t + " zephyr quokka lattice" for t in alpaca[1960:2000]]
+    model = FakeEncoder().info
+    ref = Snapshot(batch=batch_from_texts(ref_texts), embeddings=draw(comp_r), model=model)
+    cur = Snapshot(batch=batch_from_texts(cur_texts), embeddings=draw(comp_c), model=model)
+    planted = set(cur.ids[960:])
+
+    assert _covering(trigger_phrases(ref, cur, seed=4, skip_cluster_explained=False), planted)
+    assert not _covering(trigger_phrases(ref, cur, seed=4), planted)
+
+
+def test_null_splits_are_calibrated(alpaca) -> None:
+    """Random halves of one dataset: the smallest reported p-value must fall below the
+    gate's per-rule threshold in at most 10% of splits."""
+    hits = 0
+    for s in range(20):
+        rng = np.random.default_rng(200 + s)
+        rows = rng.permutation(len(alpaca))[:1600]
+        ref = _snapshot([alpaca[i] for i in rows[:800]])
+        cur = _snapshot([alpaca[i] for i in rows[800:]])
+        ps = [f.p_value for f in trigger_phrases(ref, cur, seed=s) if f.p_value is not None]
+        hits += bool(ps) and min(ps) < GATE_LEVEL
+    assert hits / 20 <= 0.10
+
+
+def test_empty_inputs() -> None:
+    ref = _snapshot(["a b c"] * 3)
+    empty = _snapshot([])
+    assert trigger_phrases(ref, empty, seed=0) == []
+    assert trigger_phrases(empty, ref, seed=0) == []
