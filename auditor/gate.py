@@ -7,7 +7,7 @@ from typing import Any
 
 from auditor.checks import registry
 from auditor.rules import Rule, Rules
-from auditor.types import Finding, InputInfo, Report, Snapshot
+from auditor.types import Finding, InputInfo, Report, Severity, Snapshot, Status
 
 _ORDER = {"fail": 0, "warn": 1, "info": 2}
 
@@ -15,7 +15,7 @@ _ORDER = {"fail": 0, "warn": 1, "info": 2}
 def grade(finding: Finding, rule: Rule, rules: Rules) -> Finding:
     """Severity from the p-value, the rule's ceiling and its optional minimum effect."""
     p = finding.p_value
-    severity = "info"
+    severity: Severity = "info"
     if p is not None:
         if p < rules.fail_threshold:
             severity = "fail"
@@ -23,7 +23,7 @@ def grade(finding: Finding, rule: Rule, rules: Rules) -> Finding:
             severity = "warn"
     # the rule's severity is a ceiling: a "warn" rule never fails the gate
     if _ORDER[severity] < _ORDER[rule.severity]:
-        severity = rule.severity
+        severity = rule.severity  # type: ignore[assignment]  # validated in rules.py
     if (
         severity == "fail"
         and rule.min_effect is not None
@@ -53,9 +53,11 @@ def evaluate(
         if advance is not None:
             advance(1)
     findings.sort(key=lambda f: (_ORDER[f.severity], f.p_value if f.p_value is not None else 2.0))
-    status = "fail" if any(f.severity == "fail" for f in findings) else (
-        "warn" if any(f.severity == "warn" for f in findings) else "pass"
-    )
+    status: Status = "pass"
+    if any(f.severity == "fail" for f in findings):
+        status = "fail"
+    elif any(f.severity == "warn" for f in findings):
+        status = "warn"
     return Report(
         status=status,
         inputs=inputs or {"reference": ref.batch.info(), "current": cur.batch.info()},

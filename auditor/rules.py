@@ -130,7 +130,7 @@ def parse_rules(data: Any, path: str) -> Rules:
             key = sorted(unknown)[0]
             raise _err(path, f"{where}.{key}", f"unknown key (allowed: {', '.join(sorted(_RULE_KEYS))})")
         check = raw.get("check")
-        if check not in reg:
+        if not isinstance(check, str) or check not in reg:
             raise _err(path, f"{where}.check", f"unknown check {check!r} (known: {', '.join(sorted(reg))})")
         if raw.get("enabled", True) is False:
             continue
