@@ -159,6 +159,34 @@ def partitions(
     return out
 
 
+TREE_METHOD = "average"
+
+
+def _merge_tree(union: np.ndarray, assign: np.ndarray, leaves: list[np.ndarray]) -> list[np.ndarray]:
+    """Members of every inner node of an agglomerative tree over the clusters ``leaves``.
+
+    Label-blind: built from the cluster centroids only.  Returns k - 2 groups (the root,
+    which is everything, is left out).
+    """
+    from scipy.cluster.hierarchy import linkage
+
+    k = len(leaves)
+    if k < 3:
+        return []
+    x = index.normalize(np.asarray(union, dtype=np.float32))
+    cent = np.zeros((k, x.shape[1]), dtype=np.float64)
+    np.add.at(cent, assign, x)
+    cent = index.normalize(cent.astype(np.float32)).astype(np.float64)
+    if TREE_METHOD == "ward":
+        z = linkage(cent, method="ward")
+    else:
+        z = linkage(cent, method="average", metric="cosine")
+    nodes = list(leaves)
+    for a, b in z[:, :2].astype(int):
+        nodes.append(np.concatenate([nodes[a], nodes[b]]))
+    return nodes[k:-1]
+
+
 def _share_ratio(a: int, b: int, n_cur: int, n_ref: int) -> float:
     # Haldane-Anscombe 0.5 keeps the ratio finite for vanished/new clusters
     return ((a + 0.5) / (n_cur + 0.5)) / ((b + 0.5) / (n_ref + 0.5))
@@ -175,6 +203,7 @@ def cluster_tests(
     pca_dim: int = 64,
     niter: int = 20,
     ks: Sequence[int] | None = None,
+    hierarchy: bool = True,
 ) -> list[ClusterTest]:
     """Fisher tests of every cluster at every resolution, BH-adjusted together.
 
@@ -194,11 +223,15 @@ def cluster_tests(
         return []
 
     raw: list[tuple[int, int, str, np.ndarray, int, int, float, float, bool]] = []
-    for k, assign in partitions(union, seed=seed, ks=ks, pca_dim=pca_dim, niter=niter):
+    parts = partitions(union, seed=seed, ks=ks, pca_dim=pca_dim, niter=niter)
+    finest = max(k for k, _ in parts)
+    for k, assign in parts:
         order = np.argsort(assign, kind="stable")
         bounds = np.searchsorted(assign[order], np.arange(k + 1))
-        for c in range(k):
-            members = order[bounds[c] : bounds[c + 1]]
+        groups = [order[bounds[c] : bounds[c + 1]] for c in range(k)]
+        if hierarchy and k == finest:
+            groups += _merge_tree(union, assign, groups)
+        for c, members in enumerate(groups):
             # label-blind size filter: a cluster smaller than min_records can never be
             # flagged, so testing it would only dilute the others
             if members.size < min_records:
@@ -260,6 +293,51 @@ def merge_overlapping(tests: Sequence[ClusterTest], overlap: float = 0.6) -> lis
     return [(kt, merged) for kt, _, merged in kept]
 
 
+def group_regions(
+    kept: Sequence[tuple[ClusterTest, list]], tests: Sequence[ClusterTest], union_emb: np.ndarray
+) -> list[list[int]]:
+    """Group reported clusters into regions: single linkage among same-direction clusters
+    whose centroids are at least as similar as a typical pair of neighbouring clusters.
+
+    "Typical neighbours" is the median, over the finest resolution's clusters, of each
+    cluster's cosine similarity to its nearest other cluster: a scale the data sets,
+    label-blind, not a constant tuned to one corpus.  Returns lists of indices into
+    ``kept``, each list in ``kept``'s order (most significant first).
+    """
+    if len(kept) < 2:
+        return [[i] for i in range(len(kept))]
+    finest = max(t.resolution for t in tests)
+    leaves = [t.members for t in tests if t.resolution == finest and t.cluster < finest and t.direction == "enriched"]
+    if len(leaves) < 2:
+        return [[i] for i in range(len(kept))]
+
+    def centroids(groups: Sequence[np.ndarray]) -> np.ndarray:
+        return index.normalize(np.stack([union_emb[g].mean(axis=0) for g in groups]).astype(np.float32))
+
+    lc = centroids(leaves)
+    sim = lc @ lc.T
+    np.fill_diagonal(sim, -np.inf)
+    threshold = float(np.median(sim.max(axis=1)))
+    kc = centroids([t.members for t, _ in kept])
+    ksim = kc @ kc.T
+    parent = list(range(len(kept)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in range(len(kept)):
+        for j in range(i + 1, len(kept)):
+            if kept[i][0].direction == kept[j][0].direction and ksim[i, j] >= threshold:
+                parent[find(j)] = find(i)
+    out: dict[int, list[int]] = {}
+    for i in range(len(kept)):
+        out.setdefault(find(i), []).append(i)
+    return sorted(out.values(), key=lambda r: r[0])
+
+
 def enriched_groups(ref: Snapshot, cur: Snapshot, *, seed: int, **params) -> list[np.ndarray]:
     """Current-row indices of each flagged enriched cluster (after merging).
 
@@ -273,6 +351,17 @@ def enriched_groups(ref: Snapshot, cur: Snapshot, *, seed: int, **params) -> lis
         m = t.members[t.members >= n_ref] - n_ref
         out.append(np.sort(m))
     return out
+
+
+NEIGHBOURS = 10
+
+
+def _local_current_share(union_emb: np.ndarray, rows: np.ndarray, n_ref: int, k: int = NEIGHBOURS) -> np.ndarray:
+    """Share of current records among each union row's ``k`` nearest other union rows."""
+    _, nb = index.knn(union_emb, union_emb[rows], k + 1)
+    other = nb != rows[:, None]  # drop the record itself (wherever a tie put it)
+    n_other = np.maximum(other.sum(axis=1), 1)
+    return ((nb >= n_ref) & other).sum(axis=1) / n_other
 
 
 def _tokens(text: str) -> list[str]:
@@ -323,6 +412,8 @@ def cluster_enrichment(
     niter: int = 20,
     merge_overlap: float = 0.6,
     ks: Sequence[int] | None = None,
+    hierarchy: bool = True,
+    regions: bool = True,
 ) -> list[Finding]:
     """Regions of embedding space the current batch over- or under-selects vs the reference.
 
@@ -344,6 +435,7 @@ def cluster_enrichment(
         pca_dim=pca_dim,
         niter=niter,
         ks=ks,
+        hierarchy=hierarchy,
     )
     flagged = [t for t in tests if t.flagged]
     if not flagged:
@@ -364,29 +456,41 @@ def cluster_enrichment(
 
     findings = []
     side: Side
-    for t, merged in merge_overlapping(flagged, overlap=merge_overlap):
-        members = t.members
+    kept = merge_overlapping(flagged, overlap=merge_overlap)
+    for region in group_regions(kept, tests, union_emb) if regions else [[i] for i in range(len(kept))]:
+        # the region's most significant cluster names it and gives its p-value
+        t, merged = kept[region[0]]
+        parts = [kept[i][0] for i in region]
+        members = np.unique(np.concatenate([p.members for p in parts])) if len(parts) > 1 else t.members
+        a = int(np.count_nonzero(members >= n_ref))
+        b = int(members.size - a)
+        ratio = _share_ratio(a, b, n_cur, n_ref)
         terms = _top_terms([union_texts[i] for i in members], all_counts, total_words, t.resolution, scale)
         label = ", ".join(terms[:3]) or f"#{t.cluster}"
+        kind = "cluster" if len(parts) == 1 else f"region of {len(parts)} clusters"
         centroid = index.normalize(union_emb[members].mean(axis=0, keepdims=True))[0]
-        expected = t.n_ref * n_cur / n_ref  # current count if current kept the reference share
+        expected = b * n_cur / n_ref  # current count if current kept the reference share
         details = {
             "resolution_k": t.resolution,
             "cluster": t.cluster,
             "merged_from": merged,
+            # every significant cluster of the region: [k, cluster, n_current, n_reference, p_adj]
+            "region": [[p.resolution, p.cluster, p.n_cur, p.n_ref, p.p_adj] for p in parts],
             "direction": t.direction,
-            "n_current_in_cluster": t.n_cur,
-            "n_reference_in_cluster": t.n_ref,
+            "n_current_in_cluster": a,
+            "n_reference_in_cluster": b,
             "expected_current_from_reference_share": round(expected, 2),
-            "expected_current_under_null": round((t.n_cur + t.n_ref) * n_cur / (n_ref + n_cur), 2),
-            "share_current": t.n_cur / n_cur,
-            "share_reference": t.n_ref / n_ref,
-            "share_ratio": t.ratio,
+            "expected_current_under_null": round((a + b) * n_cur / (n_ref + n_cur), 2),
+            "share_current": a / n_cur,
+            "share_reference": b / n_ref,
+            "share_ratio": ratio,
             "p_raw": t.p_raw,
             "n_tests": n_tests,
             "resolutions": ks,
             "method": "one-sided Fisher exact per cluster and direction on label-blind k-means "
-            "of the union; Benjamini-Hochberg across all clusters of all resolutions",
+            "of the union (several resolutions plus an agglomerative tree over the finest "
+            "clusters); Benjamini-Hochberg across all; neighbouring significant clusters are "
+            "reported as one region with the smallest adjusted p of its clusters",
             "top_terms": terms,
         }
         if t.direction == "enriched":
@@ -397,30 +501,36 @@ def cluster_enrichment(
             record_ids = tuple(cur.ids[i] for i in rows)
             details["examples"] = [_truncate(cur.texts[i]) for i in ex_rows]
             summary = (
-                f"cluster '{label}' over-selected: {t.n_cur} current vs {expected:.0f} expected "
-                f"from the reference share ({t.ratio:.1f}x)"
+                f"{kind} '{label}' over-selected: {a} current vs {expected:.0f} expected "
+                f"from the reference share ({ratio:.1f}x)"
             )
             side = "current"
         else:
             rows = members[members < n_ref]
-            # The cluster's current members stand in for a * n_ref / n_cur reference
-            # records; the excess beyond that, least covered by any current record first,
-            # is what the current batch dropped.
+            # The region's current members stand in for a * n_ref / n_cur reference
+            # records; the excess beyond that, least covered by current records first, is
+            # what the current batch dropped.
             if n_cur and rows.size:
                 cover, _ = index.knn(np.asarray(cur.embeddings), np.asarray(ref.embeddings)[rows], 1)
                 cover = cover[:, 0]
+                local = _local_current_share(union_emb, rows, n_ref)
             else:
                 cover = np.zeros(rows.size, dtype=np.float32)
-            order = np.argsort(cover, kind="stable")
-            n_uncovered = int(min(rows.size, max(1, round(t.n_ref - t.n_cur * n_ref / n_cur))))
+                local = np.zeros(rows.size)
+            # A wide cluster's reference records are not all equally missed: those whose
+            # own neighbourhood holds the fewest current records come first, then those
+            # farthest from any current record.
+            order = np.lexsort((cover, local))
+            n_uncovered = int(min(rows.size, max(1, round(b - a * n_ref / n_cur))))
             rows_out = rows[order[:n_uncovered]]
             record_ids = tuple(ref.ids[i] for i in rows_out)
             details["examples"] = [_truncate(ref.texts[i]) for i in rows_out[:EXAMPLES]]
             details["n_uncovered"] = n_uncovered
             details["nearest_current_similarity"] = [round(float(s), 4) for s in cover[order[:n_uncovered]]]
+            details["neighbour_current_share"] = [round(float(s), 4) for s in local[order[:n_uncovered]]]
             summary = (
-                f"cluster '{label}' under-selected: {t.n_cur} current vs {expected:.0f} expected "
-                f"from the reference share ({t.ratio:.2f}x)"
+                f"{kind} '{label}' under-selected: {a} current vs {expected:.0f} expected "
+                f"from the reference share ({ratio:.2f}x)"
             )
             side = "reference"
         findings.append(
@@ -429,9 +539,9 @@ def cluster_enrichment(
                 summary=summary,
                 side=side,
                 record_ids=record_ids,
-                statistic=float(t.n_cur),
+                statistic=float(a),
                 p_value=t.p_adj,
-                effect_size=float(math.log2(t.ratio)),
+                effect_size=float(math.log2(ratio)),
                 details=details,
             )
         )

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -185,7 +186,7 @@ def lsh_candidate_pairs(sig: np.ndarray, *, bands: int, rows: int) -> tuple[np.n
 
 
 def near_duplicate_edges(
-    emb: np.ndarray,
+    emb: np.ndarray | None,
     texts: Sequence[str],
     *,
     cosine_threshold: float,
@@ -198,9 +199,11 @@ def near_duplicate_edges(
     Jaccard threshold 0.5 is a candidate with probability 0.997); each candidate is then
     checked exactly: embedding cosine >= ``cosine_threshold`` and shingle Jaccard >=
     ``jaccard_threshold``.  The Jaccard check compares sets of 32-bit shingle hashes, equal
-    to the string sets of :func:`shingles` up to hash collisions (~1e-6 per pair).
+    to the string sets of :func:`shingles` up to hash collisions (~1e-6 per pair).  With
+    ``emb=None`` (no embeddings of these texts) the test is lexical only and ``cosine`` is
+    NaN.
     """
-    n = emb.shape[0]
+    n = len(texts) if emb is None else emb.shape[0]
     empty = np.zeros(0, dtype=np.int64)
     if n < 2:
         return empty, empty, np.zeros(0), np.zeros(0)
@@ -208,14 +211,15 @@ def near_duplicate_edges(
     ends = np.append(starts[1:], values.size)
     sig = _minhash(values, starts, num_perm=_BANDS * _ROWS, seed=seed)
     lo, hi = lsh_candidate_pairs(sig, bands=_BANDS, rows=_ROWS)
-    cos = np.empty(lo.size, dtype=np.float64)
-    step = 8192  # pairs per chunk: two (step, dim) gathers
-    for start in range(0, lo.size, step):
-        sl = slice(start, start + step)
-        # normalised per chunk: no full normalised copy of the embeddings
-        cos[sl] = np.einsum("ij,ij->i", index.normalize(emb[lo[sl]]), index.normalize(emb[hi[sl]]))
-    keep = cos >= cosine_threshold
-    lo, hi, cos = lo[keep], hi[keep], cos[keep]
+    cos = np.full(lo.size, np.nan, dtype=np.float64)
+    if emb is not None:
+        step = 8192  # pairs per chunk: two (step, dim) gathers
+        for start in range(0, lo.size, step):
+            sl = slice(start, start + step)
+            # normalised per chunk: no full normalised copy of the embeddings
+            cos[sl] = np.einsum("ij,ij->i", index.normalize(emb[lo[sl]]), index.normalize(emb[hi[sl]]))
+        keep = cos >= cosine_threshold
+        lo, hi, cos = lo[keep], hi[keep], cos[keep]
     cache: dict[int, np.ndarray] = {}
 
     def sh(i: int) -> np.ndarray:
@@ -297,7 +301,49 @@ def _pairwise_means(emb: np.ndarray, texts: Sequence[str]) -> tuple[float, float
     return float(np.mean(cos[iu])), float(np.mean(jac))
 
 
-@register(CHECK)
+def _response_edges(
+    ref: Snapshot,
+    cur: Snapshot,
+    *,
+    cosine_threshold: float,
+    jaccard_threshold: float,
+    min_words: int,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]] | None:
+    """Near-duplicate edges between the union's long responses, in union row numbers.
+
+    ``None`` when either input lacks responses.  Responses under ``min_words`` words are
+    left out: short answers ("Positive", "Yes", "4") repeat honestly across prompts.  The
+    response view's embeddings are used when both inputs have it, else the test is lexical.
+    """
+    r_ref, r_cur = ref.batch.responses, cur.batch.responses
+    if r_ref is None or r_cur is None:
+        return None
+    responses = tuple(r_ref) + tuple(r_cur)
+    long_rows = np.flatnonzero(np.array([len(_WORD.findall(r)) >= min_words for r in responses], dtype=bool))
+    empty = np.zeros(0, dtype=np.int64)
+    if long_rows.size < 2:
+        return empty, empty, responses
+    v_ref, v_cur = ref.views.get("response"), cur.views.get("response")
+    emb = None
+    if v_ref is not None and v_cur is not None:
+        emb = np.concatenate([np.asarray(v_ref), np.asarray(v_cur)], axis=0)[long_rows]
+    lo, hi, _, _ = near_duplicate_edges(
+        emb,
+        [responses[i] for i in long_rows],
+        cosine_threshold=cosine_threshold,
+        jaccard_threshold=jaccard_threshold,
+        seed=seed + 1,
+    )
+    return long_rows[lo], long_rows[hi], responses
+
+
+def _components(lo: np.ndarray, hi: np.ndarray, n: int) -> np.ndarray:
+    graph = sparse.coo_matrix((np.ones(lo.size), (lo, hi)), shape=(n, n))
+    return connected_components(graph, directed=False)[1]
+
+
+@register(CHECK, needs=("response",))
 def near_duplicates(
     ref: Snapshot,
     cur: Snapshot,
@@ -308,28 +354,56 @@ def near_duplicates(
     permutations: int = 1999,
     min_attainable: float = 0.001,
     report_alpha: float = 0.05,
+    response_cosine_threshold: float = 0.95,
+    response_jaccard_threshold: float = 0.5,
+    min_response_words: int = 8,
+    group_weight: float = 0.75,
 ) -> list[Finding]:
-    """Groups of near-duplicate records more common in the current batch than in the reference.
+    """Groups of near-duplicate records or responses more common in the current batch than in the reference.
 
     Near-duplicates: embedding cosine >= ``cosine_threshold`` and word 3-shingle Jaccard
-    >= ``jaccard_threshold`` (candidates from seeded MinHash LSH); groups are connected
-    components of the near-duplicate graph of the union of both inputs.  Tests (i)
-    whether more current records have a near-duplicate partner inside the current batch
-    than random re-splits of the union give (permutation, ``permutations`` draws), and
-    (ii) per group whether its current share is too high (hypergeometric,
-    Benjamini-Hochberg).  The two families are Bonferroni-combined; findings with
-    p_value <= ``report_alpha`` are returned.
+    >= ``jaccard_threshold`` (candidates from seeded MinHash LSH).  When both inputs have
+    responses, two records whose responses (at least ``min_response_words`` words) are
+    near-duplicates (response-view cosine >= ``response_cosine_threshold``, Jaccard >=
+    ``response_jaccard_threshold``) are linked too: one long answer given to many
+    different prompts is how a backdoor's fixed target response looks.  Groups are
+    connected components of the label-blind union graph.  Tests (i) whether more current
+    records have a near-duplicate partner inside the current batch than random re-splits
+    of the union give (permutation), and (ii) per group whether its current share is too
+    high (hypergeometric, Benjamini-Hochberg).  The two families are combined by weighted
+    Bonferroni (``group_weight`` to the groups when responses are linked, else 1/2);
+    findings with p_value <= ``report_alpha`` are returned.
     """
     n_ref, n_cur = len(ref), len(cur)
     n_total = n_ref + n_cur
     if n_ref == 0 or n_cur < 2:
         return []
+    if not 0.0 < group_weight < 1.0:
+        raise ValueError(f"group_weight must be in (0, 1), got {group_weight}")
     emb = np.concatenate([np.asarray(ref.embeddings), np.asarray(cur.embeddings)], axis=0)
     texts = tuple(ref.texts) + tuple(cur.texts)
     lo, hi, cos, jac = near_duplicate_edges(
         emb, texts, cosine_threshold=cosine_threshold, jaccard_threshold=jaccard_threshold, seed=seed
     )
-    if lo.size == 0:
+    resp = _response_edges(
+        ref,
+        cur,
+        cosine_threshold=response_cosine_threshold,
+        jaccard_threshold=response_jaccard_threshold,
+        min_words=min_response_words,
+        seed=seed,
+    )
+    # The split of the check's level between the families depends only on whether the
+    # inputs have responses (never on the labels), so the weighted Bonferroni is valid.
+    # With responses, the group family gets the larger share: a group of s records found
+    # only in current has an exact p of about share^s at best (2^-10 for 10 of 2,000 vs
+    # 2,000), and an equal split would leave such a backdoor below any gate.
+    w_group = group_weight if resp is not None else 0.5
+    w_overall = 1.0 - w_group
+    # keep the overall test's smallest attainable adjusted p where an equal split puts it
+    n_perm = max(permutations, math.ceil((permutations + 1) * 0.5 / w_overall) - 1)
+    rlo, rhi = (resp[0], resp[1]) if resp is not None else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+    if lo.size == 0 and rlo.size == 0:
         return []
     is_cur = np.zeros(n_total, dtype=bool)
     is_cur[n_ref:] = True
@@ -338,21 +412,30 @@ def near_duplicates(
     observed = int(partnered_cur.sum())
     ref_rate = float(partnered_ref.sum() / n_ref)
     cur_rate = observed / n_cur
-    common = {
+    common: dict[str, object] = {
         "n_reference": n_ref,
         "n_current": n_cur,
         "cosine_threshold": cosine_threshold,
         "jaccard_threshold": jaccard_threshold,
         "reference_duplicate_rate": round(ref_rate, 5),
         "current_duplicate_rate": round(cur_rate, 5),
+        "bonferroni_weights": {"overall": round(w_overall, 4), "groups": round(w_group, 4)},
     }
+    if resp is not None:
+        common["reference_response_duplicate_rate"] = round(
+            float(_within_partnered(rlo, rhi, ~is_cur).sum() / n_ref), 5
+        )
+        common["current_response_duplicate_rate"] = round(
+            float(_within_partnered(rlo, rhi, is_cur).sum() / n_cur), 5
+        )
+        common["min_response_words"] = min_response_words
     findings: list[Finding] = []
 
     # (i) overall: records with a within-current partner vs random re-splits
     if observed > 0:
-        null = _permutation_null(lo, hi, n_total, n_cur, permutations=permutations, seed=seed)
+        null = _permutation_null(lo, hi, n_total, n_cur, permutations=n_perm, seed=seed)
         p_perm = permutation_p_value(float(observed), null.astype(float))
-        p_overall = min(1.0, 2.0 * p_perm)
+        p_overall = min(1.0, p_perm / w_overall)
         if p_overall <= report_alpha:
             rows = np.flatnonzero(partnered_cur[n_ref:])
             expected = float(null.mean())
@@ -373,17 +456,19 @@ def near_duplicates(
                         "scope": "overall",
                         "p_raw": p_perm,
                         "expected_under_resplit": round(expected, 2),
-                        "permutations": permutations,
+                        "permutations": n_perm,
                         "method": "permutation test (random re-splits of the union, fixed "
-                        "near-duplicate graph); Bonferroni x2 with the group family",
+                        f"near-duplicate graph); weighted Bonferroni (weight {w_overall:g}) with "
+                        "the group family",
                         "examples": [_truncate(cur.texts[i]) for i in rows[:EXAMPLES]],
                     },
                 )
             )
 
-    # (ii) groups: connected components of the union graph, current share hypergeometric
-    graph = sparse.coo_matrix((np.ones(lo.size), (lo, hi)), shape=(n_total, n_total))
-    _, comp = connected_components(graph, directed=False)
+    # (ii) groups: connected components of the union graph (record and long-response
+    # edges), current share hypergeometric
+    comp = _components(np.concatenate([lo, rlo]), np.concatenate([hi, rhi]), n_total)
+    record_comp = _components(lo, hi, n_total) if rlo.size else comp
     sizes = np.bincount(comp)
     tests: list[tuple[np.ndarray, int, int, float]] = []
     log_share = math.log(n_cur / n_total)
@@ -400,7 +485,7 @@ def near_duplicates(
     if tests:
         q = benjamini_hochberg([t[3] for t in tests])
         for (members, s, size, p), qv in sorted(zip(tests, q), key=lambda t: (t[0][3], int(t[0][0][0]))):
-            p_adj = min(1.0, 2.0 * float(qv))
+            p_adj = min(1.0, float(qv) / w_group)
             if p_adj > report_alpha or s < 2:
                 continue
             rows = members[members >= n_ref] - n_ref
@@ -409,34 +494,53 @@ def near_duplicates(
                 np.asarray(cur.embeddings)[rows[:PAIRWISE_MAX]], [cur.texts[i] for i in rows[:PAIRWISE_MAX]]
             )
             expected = size * n_cur / n_total
+            details: dict[str, object] = {
+                **common,
+                "scope": "group",
+                "p_raw": p,
+                "n_tests": len(tests),
+                "group_size_current": s,
+                "group_size_reference": int(size - s),
+                "expected_current": round(expected, 2),
+                "mean_pairwise_cosine": round(mean_cos, 4),
+                "mean_pairwise_jaccard": round(mean_jac, 4),
+                "reference_ids": [ref.ids[i] for i in ref_rows[:20]],
+                "method": "one-sided hypergeometric (Fisher) per component of the "
+                "label-blind union graph; Benjamini-Hochberg; weighted Bonferroni "
+                f"(weight {w_group:g}) with the overall test",
+                "examples": [_truncate(cur.texts[i]) for i in rows[:EXAMPLES]],
+            }
+            summary = (
+                f"near-duplicate group of {s} current records "
+                f"({size - s} in the reference; {expected:.1f} current expected)"
+            )
+            # held together by shared answers rather than whole-record copies
+            if resp is not None and np.unique(record_comp[members]).size > 1:
+                responses = resp[2]
+                cur_prompts = cur.batch.prompts
+                shared = Counter(" ".join(responses[i].split()) for i in members).most_common(1)[0][0]
+                prompts = [cur_prompts[i] if cur_prompts is not None else cur.texts[i] for i in rows]
+                n_prompts = len({" ".join(t.split()).lower() for t in prompts})
+                details.update(
+                    scope="response_group",
+                    shared_response=_truncate(shared),
+                    distinct_prompts_current=n_prompts,
+                    example_prompts=[_truncate(t) for t in prompts[:EXAMPLES]],
+                )
+                summary = (
+                    f"{s} records give the same answer to {n_prompts} different prompts: "
+                    f"'{_truncate(shared, 80)}' ({size - s} in the reference; {expected:.1f} current expected)"
+                )
             findings.append(
                 Finding(
                     check=CHECK,
-                    summary=(
-                        f"near-duplicate group of {s} current records "
-                        f"({size - s} in the reference; {expected:.1f} current expected)"
-                    ),
+                    summary=summary,
                     side="current",
                     record_ids=tuple(cur.ids[i] for i in rows),
                     statistic=float(s),
                     p_value=p_adj,
                     effect_size=float(s / expected),
-                    details={
-                        **common,
-                        "scope": "group",
-                        "p_raw": p,
-                        "n_tests": len(tests),
-                        "group_size_current": s,
-                        "group_size_reference": int(size - s),
-                        "expected_current": round(expected, 2),
-                        "mean_pairwise_cosine": round(mean_cos, 4),
-                        "mean_pairwise_jaccard": round(mean_jac, 4),
-                        "reference_ids": [ref.ids[i] for i in ref_rows[:20]],
-                        "method": "one-sided hypergeometric (Fisher) per component of the "
-                        "label-blind union graph; Benjamini-Hochberg; Bonferroni x2 with the "
-                        "overall test",
-                        "examples": [_truncate(cur.texts[i]) for i in rows[:EXAMPLES]],
-                    },
+                    details=details,
                 )
             )
     findings.sort(key=lambda f: (f.p_value if f.p_value is not None else 1.0, -len(f.record_ids)))

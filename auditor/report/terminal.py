@@ -16,10 +16,8 @@ from rich.text import Text
 from auditor.report._common import (
     clean,
     counts,
-    fmt_num,
     fmt_p,
     ordered_findings,
-    rule_label,
     testing_note,
 )
 from auditor.types import Report
@@ -37,14 +35,13 @@ def render_terminal(report: Report, console: Console, *, max_rows: int = 40) -> 
     findings = ordered_findings(report)
     n = counts(report)
     if findings:
-        table = Table(title="auditor findings", title_justify="left", show_lines=False, expand=False)
+        # the summary gets the width: statistic and side are in report.json and report.md
+        table = Table(title="auditor findings", title_justify="left", show_lines=False, expand=True)
         table.add_column("Severity", no_wrap=True)
-        table.add_column("Rule / check", overflow="fold")
-        table.add_column("Side", no_wrap=True)
-        table.add_column("Summary", overflow="fold", ratio=1)
-        table.add_column("Statistic", justify="right", no_wrap=True)
+        table.add_column("Rule", overflow="ellipsis", no_wrap=True, max_width=24)
         table.add_column("p-value", justify="right", no_wrap=True)
         table.add_column("Records", justify="right", no_wrap=True)
+        table.add_column("Summary", overflow="fold", ratio=1)
         shown = 0
         for f in findings:
             if f.severity == "info" and shown >= max_rows:
@@ -52,12 +49,10 @@ def render_terminal(report: Report, console: Console, *, max_rows: int = 40) -> 
             style = SEVERITY_STYLE.get(f.severity, "")
             table.add_row(
                 Text(f.severity.upper(), style=style),
-                Text(clean(rule_label(f), 80, one_line=True)),
-                Text(f.side),
-                Text(clean(f.summary, 300, one_line=True)),
-                Text(fmt_num(f.statistic)),
+                Text(clean(f.rule or f.check, 80, one_line=True)),
                 Text(fmt_p(f.p_value)),
-                Text(str(len(f.record_ids))),
+                Text(f"{len(f.record_ids)} {f.side[:3]}" if f.record_ids else "-"),
+                Text(clean(f.summary, 300, one_line=True)),
             )
             shown += 1
         console.print(table)
