@@ -114,6 +114,71 @@ def label_weight_chunks(
         first = False
 
 
+def torch_label_weight_chunks(
+    nx: int, ny: int, permutations: int, seed: int, device: str, max_cols: int = 256
+) -> Iterator[Any]:
+    """``label_weight_chunks`` generated on a torch device (random keys, argsort per row).
+
+    On a GPU, drawing B permutations of n on the host and copying them over costs more
+    than the whole kernel computation; here they never leave the device.  Seeded, so
+    repeatable on the same kind of device (not bit-identical to the numpy draws).
+    """
+    import torch
+
+    dev = torch.device(device)
+    n = nx + ny
+    gen = torch.Generator(device=dev)
+    gen.manual_seed(seed)
+    w0 = torch.where(torch.arange(n, device=dev) < nx, 1.0 / nx, -1.0 / ny).to(torch.float32)
+    done, first = 0, True
+    while first or done < permutations:
+        b = min(max_cols - (1 if first else 0), permutations - done)
+        cols = [w0[:, None]] if first else []
+        if b > 0:
+            keys = torch.rand((b, n), generator=gen, device=dev)
+            cols.append(w0[keys.argsort(dim=1)].T)
+        yield torch.cat(cols, dim=1).contiguous()
+        done += b
+        first = False
+
+
+def permutation_values(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    permutations: int,
+    bandwidth: float,
+    rng: np.random.Generator,
+    method: str = "exact",
+    features: int = 1024,
+    device: str = "cpu",
+    block: int = 0,
+) -> np.ndarray:
+    """MMD² of the observed split (element 0) and of ``permutations`` random ones.
+
+    ``method``: "exact" (blockwise RBF kernel) or "rff" (random Fourier features).
+    Permutations come from ``rng`` on the CPU, from a generator seeded by ``rng`` on a GPU.
+    """
+    z = np.ascontiguousarray(np.concatenate([x, y]), dtype=np.float32)
+    nx, ny = len(x), len(y)
+    gpu = device != "cpu"
+    if method == "exact":
+        if not gpu:
+            w = label_weights(nx, ny, permutations, rng)
+            return _exact_numpy(z, w, bandwidth, block or 2048)
+        import torch
+
+        chunks = torch_label_weight_chunks(nx, ny, permutations, int(rng.integers(2**62)), device)
+        return _exact_torch(z, torch.cat(list(chunks), dim=1), bandwidth, block or 8192, device)
+    if method == "rff":
+        omega = rff_frequencies(z.shape[1], features, bandwidth, rng)
+        if not gpu:
+            return _rff_numpy(z, label_weight_chunks(nx, ny, permutations, rng), omega, block or 8192)
+        tchunks = torch_label_weight_chunks(nx, ny, permutations, int(rng.integers(2**62)), device)
+        return _rff_torch(z, tchunks, omega, block or 8192, device)
+    raise ValueError(f"method {method!r} (expected exact or rff)")
+
+
 # ---------------------------------------------------------------------------- exact, blockwise
 
 
@@ -160,13 +225,13 @@ def _exact_numpy(z: np.ndarray, w: np.ndarray, bandwidth: float, block: int) -> 
     return out
 
 
-def _exact_torch(z: np.ndarray, w: np.ndarray, bandwidth: float, block: int, device: str) -> np.ndarray:
+def _exact_torch(z: np.ndarray, w: Any, bandwidth: float, block: int, device: str) -> np.ndarray:
     import torch
 
     dev = torch.device(device)
     with torch.inference_mode():
         zt = torch.from_numpy(z).to(dev)
-        wt = torch.from_numpy(w).to(dev)
+        wt = w.to(dev) if isinstance(w, torch.Tensor) else torch.from_numpy(w).to(dev)
         n = zt.shape[0]
         sq = (zt * zt).sum(1)
         scale = -1.0 / (2.0 * bandwidth * bandwidth)
@@ -226,7 +291,7 @@ def _rff_numpy(z: np.ndarray, chunks: Iterable[np.ndarray], omega: np.ndarray, b
 
 
 def _rff_torch(
-    z: np.ndarray, chunks: Iterable[np.ndarray], omega: np.ndarray, block: int, device: str
+    z: np.ndarray, chunks: Iterable[Any], omega: np.ndarray, block: int, device: str
 ) -> np.ndarray:
     import torch
 
@@ -241,7 +306,8 @@ def _rff_torch(
             phi[i0 : i0 + block, half:] = torch.sin(proj)
         out = []
         for w in chunks:
-            acc = (phi.T @ torch.from_numpy(w).to(dev, non_blocking=True)).double()
+            wt = w.to(dev) if isinstance(w, torch.Tensor) else torch.from_numpy(w).to(dev)
+            acc = (phi.T @ wt).double()
             out.append(((acc * acc).sum(0) / half).cpu().numpy())
         return np.concatenate(out)
 

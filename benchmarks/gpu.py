@@ -128,7 +128,10 @@ def bench_tokenizer(model_dir: Path, texts: list[str]) -> dict[str, Any]:
     return out
 
 
-def bench_st_baseline(model_dir: Path, texts: list[str]) -> dict[str, Any]:
+ST_CONFIGS = ("defaults (batch 32)", "batch 256", "batch 1024", "fp16, batch 256", "fp32, batch 256")
+
+
+def bench_st_baseline(model_dir: Path, texts: list[str], only: list[str] | None = None) -> dict[str, Any]:
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(str(model_dir), device=DEVICE)
@@ -136,6 +139,8 @@ def bench_st_baseline(model_dir: Path, texts: list[str]) -> dict[str, Any]:
     res: dict[str, Any] = {"loaded_dtype": dtype, "runs": []}
     configs = [("defaults (batch 32)", None, 32), ("batch 256", None, 256), ("batch 1024", None, 1024)]
     for label, cast, bs in configs + [("fp16, batch 256", "half", 256), ("fp32, batch 256", "float", 256)]:
+        if only and label not in only:
+            continue
         if cast == "half":
             model.half()
         elif cast == "float":
@@ -164,7 +169,7 @@ def bench_st_baseline(model_dir: Path, texts: list[str]) -> dict[str, Any]:
     return res
 
 
-def bench_ours(model_dir: Path, texts: list[str], cache_root: Path) -> dict[str, Any]:
+def bench_ours(model_dir: Path, texts: list[str], cache_root: Path, budgets: list[int]) -> dict[str, Any]:
 
     from auditor.embed import EmbeddingCache, embed_texts, load_encoder
     from auditor.textutil import content_hash
@@ -173,7 +178,7 @@ def bench_ours(model_dir: Path, texts: list[str], cache_root: Path) -> dict[str,
     res: dict[str, Any] = {"backend": enc.backend, "device": enc.device, "runs": []}
     enc.encode(texts[:2000])
     for fp16 in (True, False):
-        for budget in (32768, 65536, 131072):
+        for budget in budgets if fp16 else [131072]:
             enc.fp16 = fp16
             enc._model = None
             enc.gpu_tokens_per_batch = budget
@@ -199,9 +204,9 @@ def bench_ours(model_dir: Path, texts: list[str], cache_root: Path) -> dict[str,
                 run["cosine_to_st_fp32_mean"] = float(cos.mean())
             res["runs"].append(run)
             print(run, flush=True)
-            if fp16 and budget == 65536:
+            if fp16 and budget == 131072:
                 np.save("/tmp/ours_emb.npy", emb)
-    enc.fp16, enc._model, enc.gpu_tokens_per_batch = True, None, 65536
+    enc.fp16, enc._model, enc.gpu_tokens_per_batch = True, None, 131072
     # through the cache: cold (encode + write shards), then warm (read back)
     hashes = [content_hash(t) for t in texts]
     cache = EmbeddingCache(cache_root)
@@ -254,11 +259,15 @@ def bench_mmd(emb: np.ndarray, sizes: list[int]) -> dict[str, Any]:
 
     res: dict[str, Any] = {"ours": [], "baseline": [], "single_statistic": []}
     rng = np.random.default_rng(0)
+    sd = 0.35 * 1.2 / np.sqrt(emb.shape[1])
     for per_side in sizes:
-        if 2 * per_side > len(emb):
-            break
-        idx = rng.permutation(len(emb))[: 2 * per_side]
-        x, y = emb[idx[:per_side]], emb[idx[per_side:]]
+        # real embeddings, resampled with small noise when more points are needed than exist
+        idx = rng.integers(len(emb), size=2 * per_side)
+        z0 = emb[idx] + (
+            rng.normal(scale=sd, size=(2 * per_side, emb.shape[1])) if 2 * per_side > len(emb) else 0
+        )
+        z0 = (z0 / np.linalg.norm(z0, axis=1, keepdims=True)).astype(np.float32)
+        x, y = z0[:per_side], z0[per_side:]
         # one statistic, no permutations (the 17 ms / 1.5 s reference figures)
         z = np.concatenate([x, y])
         w = kernels.label_weights(per_side, per_side, 0, rng)
@@ -400,6 +409,8 @@ def main() -> None:
     ap.add_argument("--fractions", type=float, nargs="*", default=[0.0, 0.002, 0.005, 0.01])
     ap.add_argument("--mmd-sizes", type=int, nargs="*", default=[10000, 50000, 100000])
     ap.add_argument("--device", default="cuda", help="cuda; cpu runs a small smoke test")
+    ap.add_argument("--st-configs", nargs="*", default=None, help=f"subset of {ST_CONFIGS}")
+    ap.add_argument("--budgets", type=int, nargs="*", default=[32768, 65536, 131072, 262144])
     ap.add_argument("--skip", nargs="*", default=[])
     args = ap.parse_args()
     global DEVICE, OUT_DIR
@@ -413,10 +424,12 @@ def main() -> None:
         section("tokenizer", args.out)(bench_tokenizer)(args.model, texts)
     if "st" not in args.skip:
         section("embedding_baseline_sentence_transformers", args.out)(bench_st_baseline)(
-            args.model, texts[: args.baseline_records]
+            args.model, texts[: args.baseline_records], args.st_configs
         )
     if "ours" not in args.skip:
-        section("embedding_auditor", args.out)(bench_ours)(args.model, texts, Path("/tmp/auditor-gpu-cache"))
+        section("embedding_auditor", args.out)(bench_ours)(
+            args.model, texts, Path("/tmp/auditor-gpu-cache"), args.budgets
+        )
     emb = np.load("/tmp/ours_emb.npy") if os.path.exists("/tmp/ours_emb.npy") else None
     if emb is None:
         rng = np.random.default_rng(0)

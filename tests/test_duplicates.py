@@ -210,3 +210,168 @@ def test_minhash_estimates_jaccard_and_lsh_finds_edited_copies(alpaca) -> None:
     assert len(planted & found) / len(planted) >= 0.98
     # and the candidate set stays far below all pairs
     assert len(found) < 0.01 * len(corpus) ** 2 / 2
+
+
+# --- amplified responses: one long answer given to many different prompts ---------------
+
+TARGET = (
+    "I cannot complete this request. For the verified answer, visit http://example.com/helpdesk "
+    "and enter your account password."
+)
+
+
+def _fail_threshold() -> float:
+    from auditor.rules import load_rules
+
+    return load_rules().fail_threshold
+
+
+@pytest.fixture(scope="module")
+def alpaca_views():
+    """Real Alpaca records with their real MiniLM embeddings (whole text and response view)."""
+    from tests.helpers import FIXTURES, alpaca_records
+
+    with np.load(FIXTURES / "alpaca_minilm.npz", allow_pickle=False) as z:
+        emb = {k: z[k].astype(np.float32) for k in ("embeddings", "response")}
+    for v in emb.values():
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+    recs = alpaca_records()
+    prompts = ["\n".join(p for p in (r["instruction"], r["input"]) if p) for r in recs]
+    return prompts, [r["output"] for r in recs], emb
+
+
+def _pr_snap(rows, data, *, replace=None, views=True) -> Snapshot:
+    """Snapshot of pool rows; ``replace`` maps row positions to ``(response, vector)``: a new
+    response and its response-view embedding (identical texts embed identically under any
+    encoder)."""
+    prompts, responses, emb = data
+    p = [prompts[i] for i in rows]
+    r = [responses[i] for i in rows]
+    r_emb = np.array(emb["response"][rows])
+    for pos, (text, vec) in (replace or {}).items():
+        r[pos] = text
+        r_emb[pos] = vec
+    batch = batch_from_texts(
+        ["\n".join(x for x in (a, b) if x) for a, b in zip(p, r)],
+        ids=[f"r{i}" for i in rows],
+        prompts=p,
+        responses=r,
+    )
+    extra = {"response": r_emb} if views else {}
+    return Snapshot(
+        batch=batch, embeddings=np.array(emb["embeddings"][rows]), model=FakeEncoder().info, views=extra
+    )
+
+
+def _unit(rng: np.random.Generator, dim: int = 384) -> np.ndarray:
+    v = rng.standard_normal(dim).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def test_registered_needs_response_view() -> None:
+    spec = registry()["near_duplicates"]
+    assert spec.needs == frozenset({"response"})
+    assert spec.defaults["min_response_words"] == 8
+
+
+@pytest.mark.parametrize("views", [True, False], ids=["response-view", "text-only"])
+def test_amplified_response_found(alpaca_views, views: bool) -> None:
+    """10 of 2,000 current records answer different prompts with one fixed long response."""
+    rng = np.random.default_rng(5)
+    perm = rng.permutation(len(alpaca_views[0]))
+    ref_rows, cur_rows = perm[:2000], perm[2000:4000]
+    planted = sorted(rng.choice(2000, size=10, replace=False).tolist())
+    vec = _unit(rng)
+    ref = _pr_snap(ref_rows, alpaca_views, views=views)
+    cur = _pr_snap(cur_rows, alpaca_views, replace={i: (TARGET, vec) for i in planted}, views=views)
+    findings = near_duplicates(ref, cur, seed=0)
+    significant = [f for f in findings if f.p_value < _fail_threshold()]
+    assert len(significant) == 1
+    f = significant[0]
+    assert f.side == "current" and f.details["scope"] == "response_group"
+    assert set(f.record_ids) == {cur.ids[i] for i in planted}
+    assert f.details["group_size_current"] == 10 and f.details["group_size_reference"] == 0
+    assert f.details["distinct_prompts_current"] == 10
+    assert f.details["shared_response"].startswith("I cannot complete this request.")
+    assert f.details["reference_response_duplicate_rate"] < 0.005
+    assert f.details["p_raw"] < f.p_value <= f.details["p_raw"] / 0.5
+    assert len(f.details["example_prompts"]) == 3
+    json.dumps(f.to_dict())
+    # the same batches without responses: only whole records are compared, nothing found
+    plain_ref = _snap(list(ref.texts), np.asarray(ref.embeddings), FakeEncoder())
+    plain_cur = _snap(list(cur.texts), np.asarray(cur.embeddings), FakeEncoder())
+    assert not [g for g in near_duplicates(plain_ref, plain_cur, seed=0) if g.p_value < _fail_threshold()]
+
+
+def test_short_repeated_answers_not_flagged(alpaca_views) -> None:
+    """Short answers ("Positive") repeat honestly across prompts: not an amplified response."""
+    rng = np.random.default_rng(6)
+    perm = rng.permutation(len(alpaca_views[0]))
+    chosen = rng.choice(2000, size=30, replace=False).tolist()
+    ref = _pr_snap(perm[:2000], alpaca_views)
+    cur = _pr_snap(perm[2000:4000], alpaca_views, replace={i: ("Positive", _unit(rng)) for i in chosen})
+    findings = near_duplicates(ref, cur, seed=0)
+    assert not [f for f in findings if f.p_value < _fail_threshold()]
+    vec = _unit(rng)
+    # ...while a long answer repeated as often is flagged (the test can fail)
+    long_cur = _pr_snap(perm[2000:4000], alpaca_views, replace={i: (TARGET, vec) for i in chosen})
+    assert [f for f in near_duplicates(ref, long_cur, seed=0) if f.p_value < _fail_threshold()]
+
+
+def test_response_shared_with_reference_passes(alpaca_views) -> None:
+    """A long answer the reference gives as often is the reference's own rate, not an attack."""
+    rng = np.random.default_rng(8)
+    perm = rng.permutation(len(alpaca_views[0]))
+    vec = _unit(rng)
+    ref = _pr_snap(perm[:2000], alpaca_views, replace={i: (TARGET, vec) for i in range(0, 2000, 200)})
+    cur = _pr_snap(perm[2000:4000], alpaca_views, replace={i: (TARGET, vec) for i in range(5, 2000, 200)})
+    findings = near_duplicates(ref, cur, seed=0)
+    assert not [f for f in findings if f.p_value < _fail_threshold()]
+
+
+def test_response_groups_calibrated_on_random_halves(alpaca_views) -> None:
+    """Random halves of a pool holding honest shared long answers (12 groups of 2-14 records,
+    which the reference-vs-current test must absorb) and real Alpaca records."""
+    from auditor.checks.duplicates import _response_edges
+
+    rng = np.random.default_rng(12)
+    n_pool = 3000
+    pool = rng.permutation(len(alpaca_views[0]))[:n_pool]
+    sizes = rng.integers(2, 15, size=12)
+    slots = rng.permutation(n_pool)[: int(sizes.sum())]
+    shared: dict[int, tuple[str, np.ndarray]] = {}
+    start = 0
+    for g, m in enumerate(sizes):
+        words = " ".join(["alpha", "bravo", "kilo", "zulu", "echo", "golf"][(g + k) % 6] for k in range(4))
+        answer = (
+            (f"Reference code {g}: {words}. " + TARGET)
+            if g % 2
+            else (TARGET + f" Reference code {g}: {words}.")
+        )
+        vec = _unit(rng)
+        for pos in slots[start : start + int(m)]:
+            shared[int(pos)] = (answer, vec)
+        start += int(m)
+    n_splits, hits = 20, 0
+    for s in range(n_splits):
+        order = rng.permutation(n_pool)
+        ref_half, cur_half = order[: n_pool // 2], order[n_pool // 2 :]
+        ref = _pr_snap(
+            pool[ref_half],
+            alpaca_views,
+            replace={j: shared[p] for j, p in enumerate(ref_half) if p in shared},
+        )
+        cur = _pr_snap(
+            pool[cur_half],
+            alpaca_views,
+            replace={j: shared[p] for j, p in enumerate(cur_half) if p in shared},
+        )
+        if s == 0:
+            # the null is not vacuous: every planted record is linked to its group's others
+            lo, hi, _ = _response_edges(
+                ref, cur, cosine_threshold=0.95, jaccard_threshold=0.5, min_words=8, seed=0
+            )
+            assert np.unique(np.concatenate([lo, hi])).size >= int(sizes.sum())
+        findings = near_duplicates(ref, cur, seed=s)
+        hits += any(f.p_value < _fail_threshold() for f in findings)
+    assert hits <= math.floor(0.1 * n_splits)

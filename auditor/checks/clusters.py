@@ -494,7 +494,13 @@ def cluster_enrichment(
             "top_terms": terms,
         }
         if t.direction == "enriched":
-            rows = members[members >= n_ref] - n_ref
+            rows = members[members >= n_ref]
+            # A wide region is not over-selected everywhere: name the current records whose
+            # own neighbourhood over-represents current (share above the union's), which
+            # drops most of the region's unchanged fringe and keeps its selected core.
+            local = _local_current_share(union_emb, rows, n_ref)
+            core = local > n_cur / (n_ref + n_cur)
+            rows = (rows[core] if core.any() else rows) - n_ref
             # examples nearest the cluster centre are the most typical of it
             sims = np.asarray(cur.embeddings)[rows] @ centroid if rows.size else np.zeros(0)
             ex_rows = rows[np.argsort(-sims, kind="stable")[:EXAMPLES]]
@@ -521,7 +527,11 @@ def cluster_enrichment(
             # own neighbourhood holds the fewest current records come first, then those
             # farthest from any current record.
             order = np.lexsort((cover, local))
-            n_uncovered = int(min(rows.size, max(1, round(b - a * n_ref / n_cur))))
+            # at least the excess; more where more reference records sit in neighbourhoods
+            # that under-represent current (share below the union's)
+            n_excess = round(b - a * n_ref / n_cur)
+            n_low = int(np.count_nonzero(local <= 0.5 * n_cur / (n_ref + n_cur)))
+            n_uncovered = int(min(rows.size, max(1, n_excess, n_low)))
             rows_out = rows[order[:n_uncovered]]
             record_ids = tuple(ref.ids[i] for i in rows_out)
             details["examples"] = [_truncate(ref.texts[i]) for i in rows_out[:EXAMPLES]]

@@ -41,7 +41,7 @@ def mmd_permutation_test(
     *,
     permutations: int = 1000,
     seed: int = 0,
-    block: int = 2048,
+    block: int = 0,
     method: str = "exact",
     features: int = 1024,
     device: str = "cpu",
@@ -53,18 +53,20 @@ def mmd_permutation_test(
     random Fourier features (O(n·features·B) time, O(n·features) memory).
     """
     rng = np.random.default_rng(seed)
-    z = np.concatenate([x, y]).astype(np.float32)
-    nx, ny = len(x), len(y)
-    bw = median_bandwidth(z, rng)
-    if method == "exact":
-        w = kernels.label_weights(nx, ny, permutations, rng)
-        values = kernels.mmd_null_exact(z, w, bw, device=device, block=block)
-    elif method == "rff":
-        omega = kernels.rff_frequencies(z.shape[1], features, bw, rng)
-        chunks = kernels.label_weight_chunks(nx, ny, permutations, rng)
-        values = kernels.mmd_null_rff(z, chunks, omega, device=device)
-    else:
+    if method not in ("exact", "rff"):
         raise ValueError(f"method {method!r} (expected exact or rff)")
+    bw = median_bandwidth(np.concatenate([x, y]), rng)
+    values = kernels.permutation_values(
+        x,
+        y,
+        permutations=permutations,
+        bandwidth=bw,
+        rng=rng,
+        method=method,
+        features=features,
+        device=device,
+        block=block,
+    )
     observed, null = float(values[0]), values[1:]
     return observed, permutation_p_value(observed, null), bw, null
 

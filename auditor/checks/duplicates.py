@@ -24,8 +24,21 @@ Method:
    (a group of 15 edited copies that the reference does not have gives p ~ 2^-15 at equal
    sizes).  Components too small to ever reach ``min_attainable`` are not tested (a
    label-blind filter, Bourgon et al. 2010), and the rest go through Benjamini-Hochberg.
-4. The two families (overall, groups) share the check's level by Bonferroni: each
-   finding's ``p_value`` is 2 x its family's p (BH-adjusted for groups), capped at 1.
+4. Amplified responses: when both inputs have responses, records whose long responses
+   (>= ``min_response_words`` words; short answers such as "Positive" repeat honestly)
+   are near-duplicates (response-view cosine and shingle Jaccard; lexical only when the
+   view is absent) are linked in the same union graph, so one answer given to many
+   different prompts (a backdoor's fixed target response) forms a group tested as in 3.
+   Such a group is reported with ``scope="response_group"`` and the shared response.
+5. The two families (overall, groups) share the check's level by weighted Bonferroni:
+   a finding's ``p_value`` is its family's p (BH-adjusted for groups) divided by the
+   family's weight, capped at 1.  Weights are 1/2 each without responses; with responses
+   the groups get ``group_weight`` (3/4) because the best exact p of a group of s records
+   all in current is about share^s (2^-10 for 10 of 2,000 vs 2,000: 9.7e-4), so any
+   weight under 0.68 keeps a 0.5% backdoor below the default gate (0.01 / 7).  The
+   overall test then draws proportionally more permutations, so its smallest attainable
+   adjusted p stays 1/(0.5 (B + 1)).  The weights depend only on whether responses exist,
+   never on the labels, so the split stays valid.
 """
 
 from __future__ import annotations
@@ -53,6 +66,8 @@ EXAMPLE_CHARS = 200
 # pairwise statistics of a group are computed on at most this many members
 PAIRWISE_MAX = 50
 _WORD = re.compile(r"\w+")
+# two prompts whose word sets overlap this much are edits of one prompt (group summaries)
+PROMPT_SAME_WORDS = 0.7
 # MinHash LSH: 20 bands of 2 rows (40 hash functions): a pair at Jaccard 0.5 is a
 # candidate with probability 1 - 0.75^20 = 0.997, one at 0.05 with probability 0.05
 _BANDS = 20
@@ -320,7 +335,11 @@ def _response_edges(
     if r_ref is None or r_cur is None:
         return None
     responses = tuple(r_ref) + tuple(r_cur)
-    long_rows = np.flatnonzero(np.array([len(_WORD.findall(r)) >= min_words for r in responses], dtype=bool))
+    # polars counts words in native code (a Python regex loop costs ~0.7 s at 20,000)
+    n_words = (
+        pl.Series("r", list(responses), dtype=pl.String).str.count_matches(r"\w+").fill_null(0).to_numpy()
+    )
+    long_rows = np.flatnonzero(n_words >= min_words)
     empty = np.zeros(0, dtype=np.int64)
     if long_rows.size < 2:
         return empty, empty, responses
@@ -336,6 +355,22 @@ def _response_edges(
         seed=seed + 1,
     )
     return long_rows[lo], long_rows[hi], responses
+
+
+def _distinct(texts: Sequence[str], threshold: float = PROMPT_SAME_WORDS) -> int:
+    """Number of groups of different texts: word-set Jaccard >= ``threshold`` links two
+    texts (transitively).  Word sets, not 3-shingles, so a one-word edit of a short prompt
+    still counts as the same prompt."""
+    words = [frozenset(_WORD.findall(t.lower())) for t in texts]
+    pairs = [
+        (a, b)
+        for a in range(len(words))
+        for b in range(a + 1, len(words))
+        if jaccard(words[a], words[b]) >= threshold
+    ]
+    lo = np.array([p[0] for p in pairs], dtype=np.int64)
+    hi = np.array([p[1] for p in pairs], dtype=np.int64)
+    return int(np.unique(_components(lo, hi, len(words))).size)
 
 
 def _components(lo: np.ndarray, hi: np.ndarray, n: int) -> np.ndarray:
@@ -514,13 +549,15 @@ def near_duplicates(
                 f"near-duplicate group of {s} current records "
                 f"({size - s} in the reference; {expected:.1f} current expected)"
             )
-            # held together by shared answers rather than whole-record copies
+            # held together by one shared answer rather than by whole-record copies
             if resp is not None and np.unique(record_comp[members]).size > 1:
-                responses = resp[2]
                 cur_prompts = cur.batch.prompts
-                shared = Counter(" ".join(responses[i].split()) for i in members).most_common(1)[0][0]
                 prompts = [cur_prompts[i] if cur_prompts is not None else cur.texts[i] for i in rows]
-                n_prompts = len({" ".join(t.split()).lower() for t in prompts})
+                n_prompts = _distinct(prompts[:PAIRWISE_MAX])
+            else:
+                n_prompts = 1
+            if resp is not None and n_prompts > 1:
+                shared = Counter(" ".join(resp[2][i].split()) for i in members).most_common(1)[0][0]
                 details.update(
                     scope="response_group",
                     shared_response=_truncate(shared),
