@@ -47,7 +47,7 @@ STATIC_ALIASES = ("static", "tokenlearn-static-model")
 DEFAULT_CACHE_DIR = Path(".auditor") / "cache"
 CHUNK = 2048  # texts per cache shard while embedding: bounds memory, unit of resume
 GPU_CHUNK = 65536  # on a GPU, longer encode calls keep the tokenizer/GPU pipeline full
-GPU_TOKENS_PER_BATCH = 131072  # padded tokens per forward pass on a GPU (fastest on an H100)
+GPU_TOKENS_PER_BATCH = 262144  # padded tokens per forward pass on a GPU (fastest measured on an H100)
 STATIC_MAX_TOKENS = 512  # model2vec's default truncation
 
 
@@ -321,9 +321,12 @@ class SentenceTransformerEncoder:
         """(positions, token ids, lengths) per batch, length-bucketed under a token budget."""
         torch = self._torch
         budget = self.gpu_tokens_per_batch
-        step = 8192
-        for c0 in range(0, len(texts), step):
-            encs = self._tokenize(texts[c0 : c0 + step])
+        # a small first piece gets the device started while the rest is tokenised
+        starts = [0, *range(min(2048, len(texts)), len(texts), 8192)]
+        for c0, c1 in zip(starts, [*starts[1:], len(texts)]):
+            if c1 <= c0:
+                continue
+            encs = self._tokenize(texts[c0:c1])
             lens = np.fromiter((len(e) for e in encs), dtype=np.int64, count=len(encs))
             order = np.argsort(lens, kind="stable")
             sorted_lens = lens[order]
@@ -584,7 +587,8 @@ class _Index:
 
 
 def _keys(hashes: Sequence[str]) -> np.ndarray:
-    return np.array([bytes.fromhex(h) for h in hashes], dtype="S32")
+    """Hex sha256 strings -> raw 32-byte keys, in one pass (no per-hash Python objects)."""
+    return np.frombuffer(bytes.fromhex("".join(hashes)), dtype="S32").copy()
 
 
 class EmbeddingCache:
@@ -752,8 +756,10 @@ def embed_texts(
             chunk = uniq[start : start + step]
             emb = encoder.encode([texts[todo[h][0]] for h in chunk], batch_size=batch_size)
             writer.put(encoder.fingerprint, chunk, emb)
-            for h, row in zip(chunk, emb):
-                out[todo[h]] = row
+            out[np.fromiter((todo[h][0] for h in chunk), dtype=np.int64, count=len(chunk))] = emb
+            for j, h in enumerate(chunk):
+                if len(todo[h]) > 1:  # repeated texts: the other copies
+                    out[todo[h][1:]] = emb[j]
             if progress is not None:
                 progress(sum(len(todo[h]) for h in chunk))
     return out, len(uniq)
