@@ -55,6 +55,7 @@ def fixture_cache(root: Path):  # type: ignore[no-untyped-def]
                 continue
             emb = z[name].astype(np.float32)
             emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-            hashes = [h.hex() for h in z[f"{name}_hashes"]]
+            raw = z[f"{name}_hashes"].tobytes()  # numpy's S32 items drop trailing NULs: slice bytes
+            hashes = [raw[i : i + 32].hex() for i in range(0, len(raw), 32)]
             cache.put(BUNDLED_MODEL_SHA256, hashes, emb)
     return cache
