@@ -58,11 +58,14 @@ def test_mmd_null_p_values_are_calibrated():
     assert ps.mean() > 0.3  # not piled up near zero
 
 
-def test_mmd_subsamples_above_cap():
+def test_mmd_above_cap_subsamples_or_uses_random_features():
     rng = np.random.default_rng(5)
     ref, cur = snap(rng.normal(size=(300, 16)), "r"), snap(rng.normal(size=(300, 16)), "c")
-    f = mmd(ref, cur, seed=0, permutations=50, max_per_side=100)[0]
+    f = mmd(ref, cur, seed=0, permutations=50, max_per_side=100, large="subsample", device="cpu")[0]
     assert f.details["n_reference_tested"] == 100 and f.details["n_current_tested"] == 100
+    assert f.details["method"] == "exact"
+    f = mmd(ref, cur, seed=0, permutations=50, max_per_side=100, device="cpu")[0]  # default: random features
+    assert f.details["method"] == "rff" and f.details["n_current_tested"] == 300
 
 
 def test_classifier_finds_the_shifted_records():
