@@ -196,6 +196,7 @@ def embed_cmd(
 
     Memory stays bounded however large DATA is; an interrupted run resumes where it
     stopped (what is cached is never embedded again).
+
     Example:  auditor embed big.jsonl --model static
     """
     from auditor.embed import EmbeddingCache, embed_file, load_encoder

@@ -152,6 +152,9 @@ def _st_layout(model_dir: Path) -> _Layout | None:
         or _read_json(model_dir / "sentence_bert_config.json")
         or {}
     )
+    st_model_cfg = _read_json(model_dir / "config_sentence_transformers.json") or {}
+    if st_cfg.get("do_lower_case") or st_model_cfg.get("default_prompt_name"):
+        return None  # sentence-transformers rewrites the text first: let it
     hf_cfg = _read_json(tdir / "config.json") or {}
     max_len = int(st_cfg.get("max_seq_length") or hf_cfg.get("max_position_embeddings") or 512)
     dim = int(pool.get("word_embedding_dimension") or hf_cfg.get("hidden_size") or 0)
@@ -484,8 +487,8 @@ class StaticEncoder:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for c0 in range(0, len(texts), 8192):
             part = list(texts[c0 : c0 + 8192])
-            fast = getattr(self._tokenizer, "encode_batch_fast", self._tokenizer.encode_batch)
-            encs = fast(part, add_special_tokens=False)
+            # plain encode_batch: encode_batch_fast measured slower here
+            encs = self._tokenizer.encode_batch(part, add_special_tokens=False)
             ids_lists = [e.ids for e in encs]
             if self._unk is not None:
                 ids_lists = [[t for t in ids if t != self._unk] for ids in ids_lists]
