@@ -83,6 +83,23 @@ def _stderr_console(quiet: bool):  # type: ignore[no-untyped-def]
     return Console(stderr=True, quiet=quiet)
 
 
+def _finish(report, *, written, junit, json_out, quiet, header=None):  # type: ignore[no-untyped-def]
+    """The common end of audit, diff and trend: JUnit, --json, the terminal table, the exit code."""
+    from auditor.report import render_junit, render_terminal, to_json, write_text_atomic
+
+    if junit is not None:
+        write_text_atomic(junit, render_junit(report))
+    if json_out:
+        sys.stdout.write(to_json(report))
+    console = _stderr_console(quiet)
+    if header:
+        console.print(header, highlight=False)
+    render_terminal(report, console)
+    if written:
+        console.print(f"reports: {', '.join(str(p) for p in written.values())}", highlight=False)
+    raise typer.Exit(report.exit_code)
+
+
 @app.command()
 def audit(
     current: Annotated[
@@ -127,7 +144,7 @@ def audit(
     """
     from auditor.api import run_audit
     from auditor.progress import Progress
-    from auditor.report import render_junit, render_terminal, to_json, write_reports, write_text_atomic
+    from auditor.report import write_reports
 
     if baseline is not None or store is not None:
         if reference is not None:
@@ -155,16 +172,8 @@ def audit(
             batch_size=batch_size,
             progress=progress,
         )
-    report = run.report
-    written = write_reports(report, out, ref=run.reference, cur=run.current, html=html)
-    if junit is not None:
-        write_text_atomic(junit, render_junit(report))
-    if json_out:
-        sys.stdout.write(to_json(report))
-    console = _stderr_console(quiet)
-    render_terminal(report, console)
-    console.print(f"reports: {', '.join(str(p) for p in written.values())}", highlight=False)
-    raise typer.Exit(report.exit_code)
+    written = write_reports(run.report, out, ref=run.reference, cur=run.current, html=html)
+    _finish(run.report, written=written, junit=junit, json_out=json_out, quiet=quiet)
 
 
 @app.command()
@@ -384,7 +393,7 @@ def diff_cmd(
     """
     from auditor.history import cluster_table, diff_markdown, diff_report
     from auditor.progress import Progress
-    from auditor.report import render_junit, render_terminal, to_json, write_reports, write_text_atomic
+    from auditor.report import write_reports, write_text_atomic
     from auditor.rules import load_rules
     from auditor.store import Store
 
@@ -409,14 +418,7 @@ def diff_cmd(
     md = diff_markdown(report, d, ref, cur, a_name=a, b_name=b, clusters=cluster_table(ca, cb, k))
     written = write_reports(report, out)
     written["diff"] = write_text_atomic(out / "diff.md", md)
-    if junit is not None:
-        write_text_atomic(junit, render_junit(report))
-    if json_out:
-        sys.stdout.write(to_json(report))
-    console = _stderr_console(quiet)
-    render_terminal(report, console)
-    console.print(f"reports: {', '.join(str(p) for p in written.values())}", highlight=False)
-    raise typer.Exit(report.exit_code)
+    _finish(report, written=written, junit=junit, json_out=json_out, quiet=quiet)
 
 
 @app.command("trend")
@@ -440,7 +442,7 @@ def trend_cmd(
     Example:  auditor trend --store rounds/
     """
     from auditor.history import trend_report
-    from auditor.report import render_junit, render_terminal, to_json, write_reports, write_text_atomic
+    from auditor.report import write_reports
     from auditor.store import Store
 
     st = Store.open(store)
@@ -450,16 +452,15 @@ def trend_cmd(
         raise AuditorError(f"{store}: trend needs a chain of at least 2 rounds; {last} has no parent")
     snaps = [st.load(m.name) for m in chain]
     report = trend_report(snaps, [m.name for m in chain], seed=seed, n_permutations=permutations)
-    if out is not None:
-        write_reports(report, out)
-    if junit is not None:
-        write_text_atomic(junit, render_junit(report))
-    if json_out:
-        sys.stdout.write(to_json(report))
-    console = _stderr_console(quiet)
-    console.print("chain: " + " -> ".join(m.name for m in chain), highlight=False)
-    render_terminal(report, console)
-    raise typer.Exit(report.exit_code)
+    written = write_reports(report, out) if out is not None else {}
+    _finish(
+        report,
+        written=written,
+        junit=junit,
+        json_out=json_out,
+        quiet=quiet,
+        header="chain: " + " -> ".join(m.name for m in chain),
+    )
 
 
 def main() -> None:

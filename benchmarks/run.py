@@ -535,7 +535,8 @@ def bench_streaming(quick: bool) -> dict[str, Any]:
         out["baseline: auditor.io.load of the whole file (no embedding)"] = whole
         small = t / "small.jsonl"
         write_jsonl(small, recs[:n_small])
-        embed_small = [*AUDITOR, "embed", str(small), "-q", "--device", "cpu"]
+        # read in chunks of 256 so that a kill leaves finished pieces behind
+        embed_small = [*AUDITOR, "embed", str(small), "-q", "--device", "cpu", "--chunk", "256"]
         mfull = run_with_rss([*embed_small, "--cache-dir", str(t / "m1")])
         mkilled = run_with_rss(
             [*embed_small, "--cache-dir", str(t / "m2")], kill_after=0.6 * mfull["seconds"]
