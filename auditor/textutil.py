@@ -26,6 +26,12 @@ def content_hash(text: str) -> str:
     return hashlib.sha256(normalize_text(text).encode("utf-8")).hexdigest()
 
 
+def excerpt(text: str, n: int = 200) -> str:
+    """Whitespace collapsed, at most ``n`` characters (an ellipsis marks a cut): for examples in findings."""
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
 def short_id(hash_hex: str) -> str:
     """Default record id: a short prefix of the content hash."""
     return hash_hex[:ID_LENGTH]

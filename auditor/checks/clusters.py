@@ -62,6 +62,7 @@ from threadpoolctl import threadpool_limits
 from auditor import index
 from auditor.checks import register
 from auditor.stats import benjamini_hochberg, fisher_exact_greater, fisher_exact_less
+from auditor.textutil import excerpt
 from auditor.types import Finding, Side, Snapshot
 
 CHECK = "clusters"
@@ -417,8 +418,7 @@ def _top_terms(
 
 
 def _truncate(text: str, n: int = EXAMPLE_CHARS) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= n else text[: n - 1] + "…"
+    return excerpt(text, n)
 
 
 @register(CHECK)

@@ -57,6 +57,7 @@ from scipy.stats import hypergeom
 from auditor import index
 from auditor.checks import register
 from auditor.stats import benjamini_hochberg, permutation_p_value
+from auditor.textutil import excerpt
 from auditor.types import Finding, Snapshot
 
 CHECK = "near_duplicates"
@@ -78,8 +79,7 @@ _MIX2 = np.uint64(0xC2B2AE3D27D4EB4F)
 
 
 def _truncate(text: str, n: int = EXAMPLE_CHARS) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= n else text[: n - 1] + "…"
+    return excerpt(text, n)
 
 
 def shingles(text: str, n: int = 3) -> frozenset[str]:

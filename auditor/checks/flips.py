@@ -55,6 +55,7 @@ from auditor import index
 from auditor.checks import register
 from auditor.checks.support import candidate_knn, search_plan
 from auditor.stats import benjamini_hochberg
+from auditor.textutil import excerpt
 from auditor.types import Finding, Snapshot
 
 CHECK = "flipped_responses"
@@ -71,8 +72,7 @@ MAX_CLUSTERS = 64
 
 
 def _truncate(text: str, n: int = EXAMPLE_CHARS) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= n else text[: n - 1] + "…"
+    return excerpt(text, n)
 
 
 def _disagreement(resp: np.ndarray, neighbour_resp: Sequence[np.ndarray]) -> np.ndarray:

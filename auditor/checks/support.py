@@ -42,6 +42,7 @@ from scipy.stats import betabinom
 from auditor import index
 from auditor.checks import register
 from auditor.stats import benjamini_hochberg
+from auditor.textutil import excerpt
 from auditor.types import Finding, Snapshot
 
 CHECK = "off_support"
@@ -58,8 +59,7 @@ EXACT_BELOW_PAIRS = 40_000_000
 
 
 def _truncate(text: str, n: int = EXAMPLE_CHARS) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= n else text[: n - 1] + "…"
+    return excerpt(text, n)
 
 
 def search_plan(n_base: int, n_queries: int, dim: int) -> int | None:
