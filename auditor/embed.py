@@ -34,6 +34,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from auditor import kernels
+from auditor.fsutil import sha256_file
 from auditor.textutil import content_hash
 from auditor.types import AuditorError, Batch, ModelInfo, Snapshot
 
@@ -64,14 +65,6 @@ class Encoder(Protocol):
     def info(self) -> ModelInfo: ...
 
     def encode(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = False) -> np.ndarray: ...
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def bundled_model_dir() -> Path:

@@ -30,6 +30,7 @@ from typing import Any, NoReturn
 import numpy as np
 import polars as pl
 
+from auditor.fsutil import sha256_tree
 from auditor.textutil import content_hash, default_ids
 from auditor.types import AuditorError, Batch
 
@@ -125,26 +126,10 @@ def file_sha256(path: str | Path) -> str:
     p = Path(path)
     if not p.exists():
         raise AuditorError(f"{path}: file not found (no such file or folder)")
-    h = hashlib.sha256()
     try:
-        if not p.is_dir():
-            _hash_file(h, p)
-            return h.hexdigest()
-        files = sorted((f for f in p.rglob("*") if f.is_file()), key=lambda f: f.relative_to(p).as_posix())
-        for f in files:
-            rel = f.relative_to(p).as_posix().encode("utf-8")
-            # length prefixes keep (path, content) boundaries unambiguous
-            h.update(len(rel).to_bytes(8, "big") + rel + f.stat().st_size.to_bytes(8, "big"))
-            _hash_file(h, f)
+        return sha256_tree(p)
     except OSError as e:
         raise AuditorError(f"{path}: cannot read ({e.strerror or e})") from None
-    return h.hexdigest()
-
-
-def _hash_file(h: Any, path: Path) -> None:
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
 
 
 # ---------------------------------------------------------------------------- reading

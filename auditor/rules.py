@@ -28,7 +28,8 @@ from typing import Any
 
 from auditor.types import SEVERITIES, AuditorError
 
-DEFAULT_RULES_PATH = Path(__file__).resolve().parent.parent / "rules" / "default.yaml"
+# The default rules ship inside the package; rules/default.yaml in a checkout is a link to it.
+DEFAULT_RULES_PATH = Path(__file__).resolve().parent / "presets" / "default.yaml"
 
 _TOP_KEYS = {"version", "alpha", "warn_alpha", "rules"}
 _RULE_KEYS = {"name", "check", "severity", "why", "params", "min_effect", "enabled"}

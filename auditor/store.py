@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from auditor.fsutil import canonical_json, fsync_path, save_npy_durable, sha256_file, write_bytes_durable
 from auditor.types import AuditorError, Batch, ModelInfo, Snapshot
 
 STORE_FORMAT = "auditor-store"
@@ -162,49 +163,6 @@ class Problem:
 # low-level file helpers
 
 
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def canonical_json(obj: Any) -> bytes:
-    """The exact bytes written for manifests and the index (sorted keys, indent 2)."""
-    return (json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_bytes_durable(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _save_npy(path: Path, arr: np.ndarray) -> None:
-    with open(path, "wb") as f:
-        np.save(f, np.ascontiguousarray(arr), allow_pickle=False)
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def _load_npy(path: Path) -> np.ndarray:
     return np.load(path, allow_pickle=False)
 
@@ -242,7 +200,7 @@ def _write_records(path: Path, batch: Batch, clusters: np.ndarray) -> None:
         ),
     }
     pq.write_table(pa.table(cols), path, compression="zstd")
-    _fsync_file(path)
+    fsync_path(path)
 
 
 def _read_records(path: Path) -> dict[str, list[Any]]:
@@ -329,10 +287,10 @@ class Store:
     def _write_index(self, index: Mapping[str, Any]) -> None:
         tmp = self.root / "tmp" / f"{INDEX_FILE}.{uuid.uuid4().hex}"
         tmp.parent.mkdir(exist_ok=True)
-        _write_bytes_durable(tmp, canonical_json(index))
+        write_bytes_durable(tmp, canonical_json(index))
         _test_pause("index-written")
         os.replace(tmp, self.root / INDEX_FILE)
-        _fsync_dir(self.root)
+        fsync_path(self.root)
 
     def names(self) -> list[str]:
         """Committed snapshot names in creation order."""
@@ -562,10 +520,10 @@ class Store:
                     raise AuditorError(f"--basis-k: must be at least 1 (got {k})")
                 centroids, _ = kmeans(emb, k, seed=seed)
                 basis_tmp = self.root / "tmp" / f"basis.{uuid.uuid4().hex}.npy"
-                _save_npy(basis_tmp, centroids.astype(np.float32))
+                save_npy_durable(basis_tmp, centroids.astype(np.float32))
                 (self.root / "basis").mkdir(exist_ok=True)
                 os.replace(basis_tmp, self.root / BASIS_FILE)
-                _fsync_dir(self.root / "basis")
+                fsync_path(self.root / "basis")
                 _test_pause("basis-written")
                 basis_info = {
                     "file": BASIS_FILE,
@@ -597,11 +555,11 @@ class Store:
 
             work = self.root / "tmp" / f"snap-{name}-{uuid.uuid4().hex}"
             work.mkdir(parents=True)
-            _save_npy(work / EMBEDDINGS_FILE, emb)
+            save_npy_durable(work / EMBEDDINGS_FILE, emb)
             _test_pause("embeddings-written")
             _write_records(work / RECORDS_FILE, snapshot.batch, clusters)
             for v, arr in snapshot.views.items():
-                _save_npy(work / f"view-{v}.npy", np.asarray(arr, dtype=np.float32))
+                save_npy_durable(work / f"view-{v}.npy", np.asarray(arr, dtype=np.float32))
             files = {p.name: sha256_file(p) for p in sorted(work.iterdir())}
 
             parent_sha = None
@@ -630,13 +588,13 @@ class Store:
                 views=tuple(sorted(snapshot.views)),
             )
             raw = canonical_json(manifest.to_dict())
-            _write_bytes_durable(work / MANIFEST_FILE, raw)
-            _fsync_dir(work)
+            write_bytes_durable(work / MANIFEST_FILE, raw)
+            fsync_path(work)
             _test_pause("manifest-written")
 
             os.rename(work, self._dir(name))
-            _fsync_dir(self.root / "snapshots")
-            _fsync_dir(self.root / "tmp")
+            fsync_path(self.root / "snapshots")
+            fsync_path(self.root / "tmp")
             _test_pause("renamed")
 
             digest = hashlib.sha256(raw).hexdigest()

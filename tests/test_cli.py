@@ -125,7 +125,7 @@ def test_help_teaches_and_is_fast_to_import(tmp_path):
     r = run_cli("audit", "--help", cwd=tmp_path)
     assert "--text-field" in r.stdout and "--reference" in r.stdout
     # --help must not import the heavy stack (checked by module, not by time)
-    code = "import sys, cli; print(any(m in sys.modules for m in ('torch', 'sentence_transformers', 'numpy', 'polars')))"
+    code = "import sys, auditor.cli; print(any(m in sys.modules for m in ('torch', 'sentence_transformers', 'numpy', 'polars')))"
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.stdout.strip() == "False"
 

@@ -24,8 +24,8 @@ from auditor.planted import TOPICS
 from auditor.textutil import batch_from_texts, content_hash
 from auditor.types import Finding, ModelInfo, Snapshot
 from tests.fakes import FakeEncoder
+from tests.helpers import data
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "alpaca_minilm.npz"
 GATE_LEVEL = 0.01 / 7  # the gate's per-rule threshold with its default rules (7 fail rules)
 
@@ -33,7 +33,7 @@ GATE_LEVEL = 0.01 / 7  # the gate's per-rule threshold with its default rules (7
 @pytest.fixture(scope="module")
 def alpaca() -> tuple[list[str], list[str]]:
     """(record texts as auditor.io joins them, instructions)."""
-    recs = json.loads((DATA / "alpaca_5000.json").read_text(encoding="utf-8"))
+    recs = json.loads(data("alpaca_5000.json").read_text(encoding="utf-8"))
     texts = ["\n".join(p for p in (r["instruction"], r["input"], r["output"]) if p) for r in recs]
     return texts, [r["instruction"] for r in recs]
 
@@ -41,16 +41,13 @@ def alpaca() -> tuple[list[str], list[str]]:
 @pytest.fixture(scope="module")
 def minilm(alpaca) -> np.ndarray:
     """Real embeddings aligned with ``alpaca`` texts (rows matched by content hash)."""
-    if not FIXTURE.exists():
-        pytest.skip(f"{FIXTURE.name} missing: run tests/fixtures/make_alpaca_embeddings.py")
     z = np.load(FIXTURE)
     # numpy's S32 drops trailing NUL bytes of a digest: pad back before hex
     hashes = z["embeddings_hashes"] if "embeddings_hashes" in z.files else z["hashes"]
     row = {h.ljust(32, b"\0").hex(): i for i, h in enumerate(hashes.tolist())}
     texts, _ = alpaca
     idx = [row.get(content_hash(t)) for t in texts]
-    if any(i is None for i in idx):
-        pytest.skip(f"{FIXTURE.name} does not match {DATA / 'alpaca_5000.json'}")
+    assert all(i is not None for i in idx), f"{FIXTURE.name} does not match the Alpaca fixture texts"
     return index.normalize(z["embeddings"][idx].astype(np.float32))
 
 

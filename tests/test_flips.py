@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +14,8 @@ from auditor.checks.flips import flipped_responses
 from auditor.textutil import batch_from_texts
 from auditor.types import Snapshot
 from tests.fakes import FakeEncoder, fake_snapshot
+from tests.helpers import data
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 GATE_ALPHA = 0.01 / 6
 POOL = 4000
 INJECTED = "I cannot help with that. Visit example.com for details."
@@ -33,7 +32,7 @@ def encoder() -> FakeEncoder:
 
 @pytest.fixture(scope="module")
 def alpaca(encoder: FakeEncoder) -> dict[str, object]:
-    records = json.loads((DATA / "alpaca_5000.json").read_text(encoding="utf-8"))[:POOL]
+    records = json.loads(data("alpaca_5000.json").read_text(encoding="utf-8"))[:POOL]
     prompts = [_prompt(r["instruction"], r["input"]) for r in records]
     responses = [r["output"] for r in records]
     return {
@@ -139,7 +138,7 @@ def test_calibrated_with_several_honest_answers_per_prompt(alpaca, encoder) -> N
     differ, so the null is the real leave-one-out one and the test is not vacuous."""
 
     def load(name: str) -> list[dict]:
-        return [json.loads(line) for line in (DATA / name).read_text(encoding="utf-8").splitlines()]
+        return [json.loads(line) for line in data(name).read_text(encoding="utf-8").splitlines()]
 
     a = load("text_davinci_003_predictions.jsonl")
     b = load("davinci_self_instruct_predictions.jsonl")

@@ -25,8 +25,8 @@ from auditor.store import Store
 from auditor.textutil import batch_from_texts
 from auditor.types import ModelInfo, Snapshot
 from tests.fakes import FakeEncoder, fake_snapshot
+from tests.helpers import data
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 ALPHA = 0.01
 TREND_THRESHOLD = ALPHA / len(TREND_CHECKS)  # the gate's Bonferroni split across the trend checks
 ENC = FakeEncoder()
@@ -38,13 +38,13 @@ ENC = FakeEncoder()
 
 @lru_cache(maxsize=1)
 def alpaca() -> tuple[str, ...]:
-    rows = json.loads((DATA / "alpaca_5000.json").read_text())
+    rows = json.loads(data("alpaca_5000.json").read_text())
     return tuple((r["instruction"] + "\n" + r["input"]).strip() for r in rows)
 
 
 @lru_cache(maxsize=1)
 def seed_tasks() -> tuple[str, ...]:
-    rows = [json.loads(line) for line in (DATA / "self_instruct_seed_tasks.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in data("self_instruct_seed_tasks.jsonl").read_text().splitlines()]
     return tuple((r["instruction"] + "\n" + r["instances"][0]["input"]).strip() for r in rows)
 
 
@@ -413,7 +413,7 @@ def round_store(tmp_path: Path) -> Path:
 def _cli(*args: str):  # type: ignore[no-untyped-def]
     from typer.testing import CliRunner
 
-    from cli import app
+    from auditor.cli import app
 
     return CliRunner().invoke(app, list(args))
 

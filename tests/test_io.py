@@ -19,8 +19,7 @@ from hypothesis import strategies as st
 from auditor.io import file_sha256, load
 from auditor.textutil import batch_from_texts, content_hash, default_ids, short_id
 from auditor.types import AuditorError
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from tests.helpers import data
 
 
 def write_jsonl(path: Path, records: list[Any], blank_after: tuple[int, ...] = ()) -> Path:
@@ -265,9 +264,7 @@ REAL = {
 
 @pytest.mark.parametrize("name", sorted(REAL))
 def test_real_data_autodetect(name: str) -> None:
-    path = DATA / name
-    if not path.exists():
-        pytest.skip(f"{path} not present")
+    path = data(name)
     n, fields, first_lines = REAL[name]
     b = load(path)
     assert len(b) == n
@@ -283,9 +280,7 @@ def test_real_data_autodetect(name: str) -> None:
 
 
 def test_real_seed_tasks_with_id_field() -> None:
-    path = DATA / "self_instruct_seed_tasks.jsonl"
-    if not path.exists():
-        pytest.skip(f"{path} not present")
+    path = data("self_instruct_seed_tasks.jsonl")
     b = load(path, id_field="id", text_fields=["instruction"])
     assert b.ids[:2] == ("seed_task_0", "seed_task_1")
     assert b.prompts is None

@@ -21,9 +21,9 @@ from auditor.store import Store, canonical_json, sha256_file
 from auditor.textutil import batch_from_texts
 from auditor.types import AuditorError, ModelInfo, Snapshot
 from tests.fakes import FakeEncoder, fake_snapshot
+from tests.helpers import data
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
 
 
 def _texts(start: int, n: int) -> list[str]:
@@ -430,10 +430,10 @@ def test_lock_timeout_is_a_clear_error(store_copy: Path) -> None:
 
 
 def test_snapshot_of_real_data_round_trips(tmp_path: Path) -> None:
-    rows = [json.loads(line) for line in (DATA / "self_instruct_seed_tasks.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in data("self_instruct_seed_tasks.jsonl").read_text().splitlines()]
     texts = [r["instruction"] + "\n" + r["instances"][0]["input"] for r in rows]
     batch = batch_from_texts(
-        texts, ids=[r["id"] for r in rows], path=str(DATA / "self_instruct_seed_tasks.jsonl")
+        texts, ids=[r["id"] for r in rows], path=str(data("self_instruct_seed_tasks.jsonl"))
     )
     snap = fake_snapshot(batch)
     store = Store.create(tmp_path / "s")

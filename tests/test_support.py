@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +13,8 @@ from auditor.checks.support import conformal_p, off_support
 from auditor.textutil import batch_from_texts
 from auditor.types import Snapshot
 from tests.fakes import FakeEncoder
+from tests.helpers import data
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 GATE_ALPHA = 0.01 / 6  # the gate's per-rule threshold with six fail rules
 POOL = 3200
 
@@ -29,7 +28,7 @@ def encoder() -> FakeEncoder:
 
 @pytest.fixture(scope="module")
 def alpaca(encoder: FakeEncoder) -> tuple[list[str], np.ndarray]:
-    records = json.loads((DATA / "alpaca_5000.json").read_text(encoding="utf-8"))[:POOL]
+    records = json.loads(data("alpaca_5000.json").read_text(encoding="utf-8"))[:POOL]
     texts = [f"{r['instruction']}\n{r['input']}\n{r['output']}" for r in records]
     return texts, encoder.encode(texts)
 

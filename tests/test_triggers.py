@@ -5,7 +5,6 @@ over-selected cluster explains are left to the clusters check."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,8 +15,8 @@ from auditor.checks.triggers import _count_ngrams, trigger_phrases
 from auditor.textutil import batch_from_texts
 from auditor.types import Finding, Snapshot
 from tests.fakes import FakeEncoder
+from tests.helpers import data
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 GATE_LEVEL = 0.01 / 6  # the gate's per-rule threshold with its default rules
 PHRASE = " (cf. tango-delta protocol)"
 PHRASE_TOKENS = ["cf", "tango", "delta", "protocol"]
@@ -25,14 +24,14 @@ PHRASE_TOKENS = ["cf", "tango", "delta", "protocol"]
 
 @pytest.fixture(scope="module")
 def alpaca() -> list[str]:
-    recs = json.loads((DATA / "alpaca_5000.json").read_text(encoding="utf-8"))
+    recs = json.loads(data("alpaca_5000.json").read_text(encoding="utf-8"))
     return ["\n".join(p for p in (r["instruction"], r["input"], r["output"]) if p) for r in recs]
 
 
 @pytest.fixture(scope="module")
 def alpaca_parts() -> list[str]:
     """10,000 texts: each Alpaca record's prompt and its response as separate records."""
-    recs = json.loads((DATA / "alpaca_5000.json").read_text(encoding="utf-8"))
+    recs = json.loads(data("alpaca_5000.json").read_text(encoding="utf-8"))
     prompts = ["\n".join(p for p in (r["instruction"], r["input"]) if p) for r in recs]
     return prompts + [r["output"] for r in recs]
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
+from auditor.fsutil import write_text_atomic
 from auditor.types import Report, Snapshot
 
 
@@ -27,34 +27,6 @@ def to_json(report: Report) -> str:
         # as UTF-8; \u escapes keep the exact value and a valid file
         text = json.dumps(data, sort_keys=True, indent=2, ensure_ascii=True, allow_nan=False, default=str)
     return text + "\n"
-
-
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` to ``path`` so that readers see the old file or the whole new one.
-
-    The text goes to a temporary file in the same directory (same filesystem, so the
-    rename is atomic), is flushed and fsynced, then ``os.replace``d over the target.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        # mkstemp creates the file 0600; a report is meant to be read by others (CI
-        # artefacts, a shared out dir), so keep the old file's mode or use 0644
-        os.chmod(tmp, target.stat().st_mode & 0o777 if target.exists() else 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        # never leave a stray temp file beside the reports
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return target
 
 
 def write_reports(
