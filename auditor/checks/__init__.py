@@ -38,9 +38,14 @@ class CheckSpec:
     needs: frozenset[str]
     defaults: Mapping[str, Any]
     description: str
+    takes_device: bool = False
 
-    def run(self, ref: Snapshot, cur: Snapshot, *, seed: int, params: Mapping[str, Any]) -> list[Finding]:
-        return list(self.func(ref, cur, seed=seed, **params))
+    def run(
+        self, ref: Snapshot, cur: Snapshot, *, seed: int, params: Mapping[str, Any], device: str = "cpu"
+    ) -> list[Finding]:
+        """Run the check; ``device`` reaches only checks that declare a ``device`` keyword."""
+        extra = {"device": device} if self.takes_device else {}
+        return list(self.func(ref, cur, seed=seed, **extra, **params))
 
 
 _REGISTRY: dict[str, CheckSpec] = {}
@@ -52,7 +57,7 @@ def register(name: str, *, needs: tuple[str, ...] = ()) -> Callable[[CheckFn], C
         defaults = {
             p.name: p.default
             for p in sig.parameters.values()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != "seed"
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in ("seed", "device")
         }
         doc = inspect.getdoc(func) or ""
         _REGISTRY[name] = CheckSpec(
@@ -61,6 +66,7 @@ def register(name: str, *, needs: tuple[str, ...] = ()) -> Callable[[CheckFn], C
             needs=frozenset(needs),
             defaults=defaults,
             description=doc.split("\n\n")[0].replace("\n", " "),
+            takes_device="device" in sig.parameters,
         )
         return func
 
