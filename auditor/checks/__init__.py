@@ -39,6 +39,9 @@ class CheckSpec:
     defaults: Mapping[str, Any]
     description: str
     takes_device: bool = False
+    # records each side needs before the check can ever reach the gate's fail threshold;
+    # below it the gate reports "insufficient data" instead of running the check
+    min_records: int = 2
 
     def run(
         self, ref: Snapshot, cur: Snapshot, *, seed: int, params: Mapping[str, Any], device: str = "cpu"
@@ -51,7 +54,7 @@ class CheckSpec:
 _REGISTRY: dict[str, CheckSpec] = {}
 
 
-def register(name: str, *, needs: tuple[str, ...] = ()) -> Callable[[CheckFn], CheckFn]:
+def register(name: str, *, needs: tuple[str, ...] = (), min_records: int = 2) -> Callable[[CheckFn], CheckFn]:
     def deco(func: CheckFn) -> CheckFn:
         sig = inspect.signature(func)
         defaults = {
@@ -67,6 +70,7 @@ def register(name: str, *, needs: tuple[str, ...] = ()) -> Callable[[CheckFn], C
             defaults=defaults,
             description=doc.split("\n\n")[0].replace("\n", " "),
             takes_device="device" in sig.parameters,
+            min_records=min_records,
         )
         return func
 
