@@ -67,7 +67,8 @@ def run_audit(
 
     Inputs are file paths (any format ``auditor.io.load`` reads), already-loaded Batches,
     or for the reference an already-embedded Snapshot (e.g. a stored curation round).
-    ``encoder`` overrides ``model``/``device`` (tests pass a fake one).
+    ``encoder`` overrides ``model`` for embedding (tests pass a fake one); ``device`` is
+    still passed to the checks that can use a GPU.
     """
     if reference is None:
         raise AuditorError("audit needs a reference: --reference FILE or --store DIR --baseline NAME")
@@ -96,5 +97,7 @@ def run_audit(
     cur_snap = snapshot_of(cur_batch, enc, cache_dir=cache_dir, views=views, batch_size=batch_size, progress=progress)
     from auditor.gate import evaluate
 
-    report = evaluate(ref_snap, cur_snap, ruleset, seed=seed, progress=progress)
+    # the device reaches the GPU-capable checks explicitly, also when a caller passes its
+    # own encoder (no module global carries it)
+    report = evaluate(ref_snap, cur_snap, ruleset, seed=seed, device=device, progress=progress)
     return AuditRun(report=report, reference=ref_snap, current=cur_snap)

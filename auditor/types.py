@@ -8,7 +8,7 @@ reads a ``report.json`` back.  Nothing here imports a heavy library except numpy
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
@@ -17,15 +17,32 @@ import numpy as np
 
 from auditor.errors import AuditorError
 
-__all__ = ["AuditorError", "Batch", "Finding", "InputInfo", "ModelInfo", "Report", "Snapshot"]
+__all__ = [
+    "SEVERITIES",
+    "SEVERITY_ORDER",
+    "AuditorError",
+    "Batch",
+    "Finding",
+    "InputInfo",
+    "ModelInfo",
+    "Report",
+    "RuleOutcome",
+    "Snapshot",
+]
 
 SCHEMA_VERSION = 1
 
 Severity = Literal["fail", "warn", "info"]
-Side = Literal["current", "reference"]
+# "both": a note about the run itself (a rule skipped for both inputs' shape), no records
+Side = Literal["current", "reference", "both"]
 Status = Literal["pass", "warn", "fail"]
+OutcomeStatus = Literal["ran", "skipped", "insufficient"]
 
 SEVERITIES: tuple[str, ...] = ("info", "warn", "fail")
+# The one severity order of the project: rank 0 is the most severe.  Sorting findings,
+# capping a grade at a rule's ceiling and reports all use it.
+SEVERITY_ORDER: Mapping[str, int] = MappingProxyType({"fail": 0, "warn": 1, "info": 2})
+OUTCOME_STATUSES: tuple[str, ...] = ("ran", "skipped", "insufficient")
 EXIT_CODES: Mapping[str, int] = MappingProxyType({"pass": 0, "warn": 0, "fail": 1})
 
 
@@ -123,6 +140,30 @@ class Snapshot:
     def __len__(self) -> int:
         return len(self.batch)
 
+    def subset(self, idx: Sequence[int]) -> Snapshot:
+        """The records ``idx`` (in that order) with their embeddings and views, as a Snapshot."""
+        ix = [int(i) for i in idx]
+        b = self.batch
+
+        def pick(seq: Sequence[Any] | None) -> tuple[Any, ...] | None:
+            return None if seq is None else tuple(seq[i] for i in ix)
+
+        batch = Batch(
+            path=b.path,
+            sha256=b.sha256,
+            ids=tuple(b.ids[i] for i in ix),
+            texts=tuple(b.texts[i] for i in ix),
+            hashes=tuple(b.hashes[i] for i in ix),
+            lines=tuple(b.lines[i] for i in ix),
+            text_fields=b.text_fields,
+            prompts=pick(b.prompts),
+            responses=pick(b.responses),
+        )
+        views = {k: np.asarray(v)[ix] for k, v in self.views.items()}
+        return Snapshot(
+            batch=batch, embeddings=np.asarray(self.embeddings)[ix], model=self.model, views=views
+        )
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -150,8 +191,8 @@ class Finding:
     def __post_init__(self) -> None:
         if self.severity not in SEVERITIES:
             raise ValueError(f"severity {self.severity!r} not in {SEVERITIES}")
-        if self.side not in ("current", "reference"):
-            raise ValueError(f"side {self.side!r} must be 'current' or 'reference'")
+        if self.side not in ("current", "reference", "both"):
+            raise ValueError(f"side {self.side!r} must be 'current', 'reference' or 'both'")
         object.__setattr__(self, "record_ids", tuple(self.record_ids))
         object.__setattr__(self, "details", _freeze(self.details))
 
@@ -200,6 +241,35 @@ class InputInfo:
 
 
 @dataclass(frozen=True)
+class RuleOutcome:
+    """Whether a rule's check ran on these inputs, and why not when it did not.
+
+    ``skipped``: the check needs a view of the records (``prompt``/``response``) that an
+    input does not have; ``insufficient``: an input has fewer records than the check
+    needs before it could ever fail.  Either way the gate could not fail through this
+    rule, and the report must say so rather than show the rule as passed.
+    """
+
+    rule: str
+    check: str
+    status: OutcomeStatus
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        if self.status not in OUTCOME_STATUSES:
+            raise ValueError(f"outcome status {self.status!r} not in {OUTCOME_STATUSES}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rule": self.rule, "check": self.check, "status": self.status, "reason": self.reason}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RuleOutcome:
+        return cls(
+            rule=str(d["rule"]), check=str(d["check"]), status=d["status"], reason=str(d.get("reason", ""))
+        )
+
+
+@dataclass(frozen=True)
 class Report:
     """The gate's verdict.  ``to_dict()`` is the versioned ``report.json`` contract."""
 
@@ -210,11 +280,14 @@ class Report:
     findings: tuple[Finding, ...]
     rules: Mapping[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+    # one per rule, in the rules' order: ran, skipped or insufficient (see RuleOutcome)
+    outcomes: tuple[RuleOutcome, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inputs", _freeze(self.inputs))
         object.__setattr__(self, "rules", _freeze(self.rules))
         object.__setattr__(self, "findings", tuple(self.findings))
+        object.__setattr__(self, "outcomes", tuple(self.outcomes))
 
     @property
     def exit_code(self) -> int:
@@ -229,6 +302,7 @@ class Report:
             "seed": self.seed,
             "rules": _jsonable(dict(self.rules)),
             "findings": [f.to_dict() for f in self.findings],
+            "outcomes": [o.to_dict() for o in self.outcomes],
         }
 
     @classmethod
@@ -241,6 +315,7 @@ class Report:
             seed=int(d["seed"]),
             rules=d.get("rules", {}),
             findings=tuple(Finding.from_dict(f) for f in d["findings"]),
+            outcomes=tuple(RuleOutcome.from_dict(o) for o in d.get("outcomes", ())),
         )
 
 

@@ -211,7 +211,7 @@ def _finding_members(findings: Sequence[Finding], ref: Snapshot, cur: Snapshot) 
     }
     out = []
     for f in findings:
-        table = pos[f.side]
+        table = pos.get(f.side, {})  # "both": a gate note, no records to place
         out.append(np.array([table[r] for r in f.record_ids if r in table], dtype=np.int64))
     return out
 

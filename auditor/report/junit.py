@@ -6,8 +6,9 @@ so each selected topic or phrase shows as its own failure.  JUnit readers disagr
 several ``<failure>`` elements in one test case (Jenkins keeps only the first, GitLab
 turns them into an array); ``failure_per_finding=False`` emits exactly one per test
 case, its message the most significant summary and its text every failing finding.  Warnings and info findings go
-to ``<system-out>``: they do not fail the gate, and ``<skipped>`` would misreport the
-rule as not having run.
+to ``<system-out>``: they do not fail the gate.  A rule whose check did not run (its
+inputs lack the prompt/response split it reads, or are too small for it ever to fail;
+``Report.outcomes``) gets ``<skipped message=REASON>``: never shown as passed.
 
 ElementTree escapes ``& < > "`` itself; characters XML 1.0 cannot carry at all (most
 C0 controls) are removed first, since a model-written record may contain them.
@@ -53,10 +54,11 @@ def render_junit(report: Report, *, failure_per_finding: bool = True) -> str:
         by_rule.setdefault(f.rule or f.check, []).append(f)
     names = rule_names(report)
 
+    not_run = {o.rule: o for o in report.outcomes if o.status != "ran"}
     n_failed = sum(1 for name in names if any(f.severity == "fail" for f in by_rule.get(name, [])))
     attrs = {"tests": str(len(names)), "failures": str(n_failed), "errors": "0", "time": "0"}
     root = ET.Element("testsuites", {"name": "auditor", **attrs})
-    suite = ET.SubElement(root, "testsuite", {"name": "auditor", "skipped": "0", **attrs})
+    suite = ET.SubElement(root, "testsuite", {"name": "auditor", "skipped": str(len(not_run)), **attrs})
 
     props = ET.SubElement(suite, "properties")
     for key, value in (
@@ -73,6 +75,9 @@ def render_junit(report: Report, *, failure_per_finding: bool = True) -> str:
             suite, "testcase", {"classname": "auditor.rules", "name": xml_safe(name), "time": "0"}
         )
         mine = by_rule.get(name, [])
+        if name in not_run:
+            outcome = not_run[name]
+            ET.SubElement(case, "skipped", {"message": _message(f"{outcome.status}: {outcome.reason}")})
         fails = [f for f in mine if f.severity == "fail"]
         if fails and failure_per_finding:
             for f in fails:
