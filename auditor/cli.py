@@ -235,7 +235,7 @@ def embed_cmd(
 
 
 # --------------------------------------------------------------------------------------
-# curation rounds (auditor/store.py, auditor/history.py)
+# curation rounds (auditor/curation.py)
 
 StoreReq = Annotated[
     Path, typer.Option("--store", help="Curation-round store directory (the first snapshot creates it).")
@@ -285,34 +285,26 @@ def snapshot_cmd(
 
     Example:  auditor snapshot round2.jsonl --store rounds/ --name round2 --parent round1
     """
-    from auditor.api import load_batch, snapshot_of
-    from auditor.embed import load_encoder
+    from auditor.curation import snapshot
     from auditor.progress import Progress
-    from auditor.rules import load_rules
-    from auditor.store import Store
 
-    st = Store.create(store)
-    names = st.names()
-    # fail before the (slow) embedding; add_snapshot checks again under the lock
-    if name in names:
-        raise AuditorError(f"--name: snapshot {name!r} already exists in {store}")
-    if parent is not None and parent not in names:
-        raise AuditorError(
-            f"--parent: no snapshot named {parent!r} in {store} (snapshots: {', '.join(names) or 'none yet'})"
-        )
-    batch = load_batch(data, text_field, id_field)
-    views = sorted(load_rules(rules).needs())
-    encoder = load_encoder(model, device=device)
     with Progress(quiet=quiet) as progress:
-        snap = snapshot_of(
-            batch,
-            encoder,
+        m = snapshot(
+            data,
+            store,
+            name,
+            parent=parent,
+            text_fields=text_field,
+            id_field=id_field,
+            rules=rules,
+            basis_k=basis_k,
+            seed=seed,
+            model=model,
+            device=device,
             cache_dir=None if no_cache else cache_dir,
-            views=views,
             batch_size=batch_size,
             progress=progress,
         )
-    m = st.add_snapshot(snap, name, parent=parent, basis_k=basis_k, seed=seed)
     typer.echo(
         f"{m.name}: {m.n_records} records, parent {m.parent or '-'}, "
         f"{len(m.cluster_counts)} basis clusters, manifest sha256 {m.sha256}"
@@ -328,30 +320,39 @@ def history_cmd(
             "--verify", help="Recompute every hash; exit 1 naming the first broken snapshot or file."
         ),
     ] = False,
+    head: Annotated[
+        str | None,
+        typer.Option(
+            "--head",
+            metavar="SHA256",
+            help="With --verify: the head manifest sha256 pinned earlier (history prints it); exit 1 "
+            "unless that manifest is still in the store unchanged (catches a rewritten or "
+            "re-parented head round and removed newest rounds).",
+        ),
+    ] = None,
     seed: SeedOpt = 0,
     permutations: PermutationsOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the rounds as JSON to stdout.")] = False,
 ) -> None:
     """The rounds in creation order: counts, what changed and drift from each round's parent.
 
-    Example:  auditor history --store rounds/ --verify
+    Example:  auditor history --store rounds/ --verify --head 3f2a...
     """
     import json
 
-    from auditor.history import history_rows
-    from auditor.store import Store
+    from auditor.curation import history
 
-    st = Store.open(store)
-    if verify:
-        problems = st.verify()
-        if problems:
-            typer.echo(f"error: store {store} was altered; first broken: {problems[0]}", err=True)
-            for problem in problems[1:]:
-                typer.echo(f"  also: {problem}", err=True)
-            raise typer.Exit(1)
-    rows = history_rows(st, seed=seed, n_permutations=permutations or 999)
+    result = history(
+        store, seed=seed, n_permutations=permutations or 999, verify=verify or head is not None, head=head
+    )
+    if result.problems:
+        typer.echo(f"error: store {store} was altered; first broken: {result.problems[0]}", err=True)
+        for problem in result.problems[1:]:
+            typer.echo(f"  also: {problem}", err=True)
+        raise typer.Exit(1)
+    rows = result.rows
     if json_out:
-        sys.stdout.write(json.dumps({"head": st.head(), "rounds": rows}, indent=2) + "\n")
+        sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
     else:
         typer.echo(
             f"{'#':>3}  {'round':<20} {'parent':<20} {'records':>8} {'added':>7} {'removed':>8} "
@@ -365,9 +366,11 @@ def history_cmd(
                 f"{r['n_added'] if r['n_added'] is not None else '-':>7} "
                 f"{r['n_removed'] if r['n_removed'] is not None else '-':>8} {eff:>9} {p:>9}  {r['created']}"
             )
-        typer.echo(f"head manifest sha256: {st.head() or '-'}")
-    if verify:
+        typer.echo(f"head manifest sha256: {result.head or '-'}")
+    if result.verified:
         typer.echo(f"verified: {len(rows)} snapshots, every hash and the chain order intact", err=True)
+        if result.after_pinned is not None:
+            typer.echo(f"pinned head found; {result.after_pinned} round(s) added after it", err=True)
 
 
 @app.command("diff")
@@ -391,34 +394,16 @@ def diff_cmd(
 
     Example:  auditor diff round1 round2 --store rounds/ --out diff/
     """
-    from auditor.history import cluster_table, diff_markdown, diff_report
+    from auditor.curation import diff
     from auditor.progress import Progress
     from auditor.report import write_reports, write_text_atomic
-    from auditor.rules import load_rules
-    from auditor.store import Store
+    from auditor.report.rounds import render_diff
 
-    st = Store.open(store)
-    ref, cur = st.load(a), st.load(b)
-    ca, cb = st.clusters(a), st.clusters(b)
-    basis = st.basis()
-    ruleset = load_rules(rules)
     with Progress(quiet=quiet) as progress:
-        report, d = diff_report(
-            ref,
-            cur,
-            ruleset,
-            seed=seed,
-            basis=basis,
-            a_clusters=ca,
-            b_clusters=cb,
-            n_permutations=permutations,
-            progress=progress,
-        )
-    k = len(basis) if basis is not None else int(max(ca.max(initial=0), cb.max(initial=0)) + 1)
-    md = diff_markdown(report, d, ref, cur, a_name=a, b_name=b, clusters=cluster_table(ca, cb, k))
-    written = write_reports(report, out)
-    written["diff"] = write_text_atomic(out / "diff.md", md)
-    _finish(report, written=written, junit=junit, json_out=json_out, quiet=quiet)
+        result = diff(store, a, b, rules=rules, seed=seed, n_permutations=permutations, progress=progress)
+    written = write_reports(result.report, out)
+    written["diff"] = write_text_atomic(out / "diff.md", render_diff(result))
+    _finish(result.report, written=written, junit=junit, json_out=json_out, quiet=quiet)
 
 
 @app.command("trend")
@@ -441,25 +426,18 @@ def trend_cmd(
 
     Example:  auditor trend --store rounds/
     """
-    from auditor.history import trend_report
+    from auditor.curation import trend
     from auditor.report import write_reports
-    from auditor.store import Store
 
-    st = Store.open(store)
-    chain = st.chain(name)
-    if len(chain) < 2:
-        last = chain[-1].name if chain else "(empty store)"
-        raise AuditorError(f"{store}: trend needs a chain of at least 2 rounds; {last} has no parent")
-    snaps = [st.load(m.name) for m in chain]
-    report = trend_report(snaps, [m.name for m in chain], seed=seed, n_permutations=permutations)
-    written = write_reports(report, out) if out is not None else {}
+    result = trend(store, name, seed=seed, n_permutations=permutations)
+    written = write_reports(result.report, out) if out is not None else {}
     _finish(
-        report,
+        result.report,
         written=written,
         junit=junit,
         json_out=json_out,
         quiet=quiet,
-        header="chain: " + " -> ".join(m.name for m in chain),
+        header="chain: " + " -> ".join(result.chain),
     )
 
 

@@ -90,7 +90,7 @@ def _fields(snap: Snapshot) -> str:
 
 def _outcome(rule: Rule, spec: CheckSpec, ref: Snapshot, cur: Snapshot) -> RuleOutcome:
     missing = {
-        side: sorted(v for v in spec.needs if v not in snap.views)
+        side: sorted(v for v in spec.needs - spec.optional_views if v not in snap.views)
         for side, snap in (("reference", ref), ("current", cur))
     }
     if any(missing.values()):

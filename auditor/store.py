@@ -54,10 +54,32 @@ RECORDS_FILE = "records.parquet"
 MANIFEST_FILE = "manifest.json"
 REQUIRED_FILES = (EMBEDDINGS_FILE, RECORDS_FILE)
 
-# Names become directory names: keep them portable and free of path tricks.
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_VIEW = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+# Names become directory names: keep them portable and free of path tricks.  Always
+# matched with fullmatch: "$" alone also matches before a trailing newline ("r1\n").
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_VIEW = re.compile(r"[a-z][a-z0-9_]{0,31}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 _TEST_PAUSE_ENV = "AUDITOR_TEST_SLOW_WRITE"
+
+
+def validate_name(name: str, option: str = "--name") -> str:
+    """``name`` if it can name a snapshot (a directory name: letters, digits, '.', '_',
+    '-', starting with a letter or digit, at most 128 characters); AuditorError otherwise.
+    Callers check it before any work, so a refused name costs nothing and creates nothing."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise AuditorError(
+            f"{option}: {name!r} is not a valid snapshot name (letters, digits, '.', '_', '-'; "
+            "starting with a letter or digit; at most 128 characters)"
+        )
+    return name
+
+
+def validate_sha256(value: str, option: str = "--head") -> str:
+    """A sha256 as 64 hex digits (lower-cased); AuditorError otherwise."""
+    v = value.strip().lower() if isinstance(value, str) else ""
+    if not _SHA256.fullmatch(v):
+        raise AuditorError(f"{option}: {value!r} is not a sha256 (expected 64 hex digits)")
+    return v
 
 
 def default_basis_k(n: int) -> int:
@@ -483,13 +505,11 @@ class Store:
         embeddings with ``basis_k`` clusters (default ``default_basis_k(n)``) and ``seed``.
         Every later snapshot must come from the same model, and is assigned to that basis.
         """
-        if not _NAME.match(name):
-            raise AuditorError(
-                f"--name: {name!r} is not a valid snapshot name (letters, digits, '.', '_', '-'; "
-                "starting with a letter or digit; at most 128 characters)"
-            )
+        validate_name(name)
+        if parent is not None:
+            validate_name(parent, "--parent")
         for v in snapshot.views:
-            if not _VIEW.match(v):
+            if not _VIEW.fullmatch(v):
                 raise AuditorError(f"snapshot view {v!r}: invalid view name (lowercase letters, digits, '_')")
         emb = np.asarray(snapshot.embeddings, dtype=np.float32)
         if not np.all(np.isfinite(emb)):
@@ -607,13 +627,51 @@ class Store:
 
     # ---- verification ---------------------------------------------------------------
 
-    def verify(self) -> list[Problem]:
+    def verify(self, head: str | None = None) -> list[Problem]:
         """Recompute every hash and check the chain.  Problems in store order: the first
         one names the first broken snapshot or file.  Empty list: the store is intact.
+
+        ``head``: a manifest sha256 pinned where the curator cannot write (``history``
+        prints it).  The chain alone cannot show that its newest round was rewritten with
+        the index fixed up (a re-parented head) or that the newest rounds were cut off;
+        against a pinned head both are problems.  The pinned manifest must still be in the
+        store, byte for byte; rounds appended after it are fine (each one holds the hash
+        of the manifest before it, so the pinned prefix cannot change).
 
         Directories under ``snapshots/`` that the index does not list are unfinished
         writes (a killed writer) and are not problems; the next writer removes them.
         """
+        pinned = validate_sha256(head) if head is not None else None
+        problems = self._verify_chain()
+        if pinned is not None and self.pinned_position(pinned) is None:
+            problems.append(
+                Problem(
+                    None,
+                    INDEX_FILE,
+                    f"the pinned head manifest {pinned[:12]} is not in the store: the head round was "
+                    "rewritten (e.g. re-parented) or the newest rounds were removed",
+                )
+            )
+        return problems
+
+    def pinned_position(self, head: str) -> int | None:
+        """Index (creation order) of the snapshot whose manifest bytes hash to ``head``,
+        or None when no manifest on disk does."""
+        pinned = validate_sha256(head)
+        try:
+            entries = self._read_index()["snapshots"]
+        except AuditorError:
+            return None
+        for i, entry in enumerate(entries):
+            name = str(entry.get("name"))
+            if not _NAME.fullmatch(name):
+                continue
+            path = self._dir(name) / MANIFEST_FILE
+            if path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == pinned:
+                return i
+        return None
+
+    def _verify_chain(self) -> list[Problem]:
         problems: list[Problem] = []
         try:
             index = self._read_index()
@@ -641,7 +699,7 @@ class Store:
         seen: set[str] = set()
         for i, entry in enumerate(entries):
             name = str(entry.get("name"))
-            if not _NAME.match(name) or name in seen:
+            if not _NAME.fullmatch(name) or name in seen:
                 problems.append(Problem(name, INDEX_FILE, f"entry {i}: invalid or repeated snapshot name"))
                 continue
             seen.add(name)

@@ -10,16 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from auditor.history import (
+from auditor.curation import diff_report, trend_report
+from auditor.report.rounds import diff_markdown
+from auditor.rounds import (
     TREND_CHECKS,
     cluster_shift,
     cluster_table,
-    diff_markdown,
     diff_records,
-    diff_report,
     round_drift,
     trend,
-    trend_report,
 )
 from auditor.store import Store
 from auditor.textutil import batch_from_texts
@@ -351,7 +350,12 @@ def test_random_refinement_diff_passes_on_real_data() -> None:
     b = text_snap([pool[i] for i in idx[100:400]] + [pool[i] for i in idx[400:520]])
     basis, _ = kmeans(a.embeddings, 10, seed=0)
     report, _ = diff_report(a, b, load_rules(None), seed=0, basis=basis)
-    assert report.status == "pass", [(f.check, f.p_value) for f in report.findings]
+    # these records have no prompt/response split, so the rule that reads one is skipped
+    # and says so in a warning (issue 10); nothing the data did may warn or fail
+    assert report.status != "fail", [(f.check, f.p_value) for f in report.findings]
+    assert [f for f in report.findings if f.severity != "info" and f.check != "gate"] == []
+    skipped = {o.rule for o in report.outcomes if o.status == "skipped"}
+    assert skipped == {r.name for r in load_rules(None).rules if r.check == "flipped_responses"}
 
 
 def test_diff_markdown_neutralises_adversarial_text() -> None:
@@ -383,7 +387,7 @@ def test_targeted_removal_is_seen_by_round_drift() -> None:
 
 
 def test_permutations_reach_the_gate_threshold() -> None:
-    from auditor.history import permutations_for
+    from auditor.curation import permutations_for
 
     for threshold in (0.01 / 3, 0.01 / 4, 0.01 / 12, 1e-4):
         b = permutations_for(threshold)
@@ -449,17 +453,17 @@ def test_cli_verify_exits_1_naming_the_broken_file(round_store: Path) -> None:
 
 
 def test_share_change_test_is_fisher_without_overlap_and_exact_with_it() -> None:
-    from auditor.history import _share_change_test
+    from auditor.rounds import share_change_test
     from auditor.stats import fisher_exact_greater, fisher_exact_less
 
     # no kept records: the gain/loss p-values are Fisher's one-sided tests
-    _, gain, loss = _share_change_test(m_c=30, n_ao=100, n_k=0, n_bo=80, a_obs=10, b_obs=20)
+    _, gain, loss = share_change_test(m_c=30, n_ao=100, n_k=0, n_bo=80, a_obs=10, b_obs=20)
     assert gain == pytest.approx(fisher_exact_greater(20, 10, 60, 90), rel=1e-9)
     assert loss == pytest.approx(fisher_exact_less(20, 10, 60, 90), rel=1e-9)
     # with overlap: compare the two-sided p with a simulation of the membership null
     rng = np.random.default_rng(0)
     n_ao, n_k, n_bo, m_c, a_obs, b_obs = 40, 150, 50, 45, 3, 16
-    p_two, _, _ = _share_change_test(m_c, n_ao, n_k, n_bo, a_obs, b_obs)
+    p_two, _, _ = share_change_test(m_c, n_ao, n_k, n_bo, a_obs, b_obs)
     labels = np.zeros(n_ao + n_k + n_bo, dtype=bool)
     labels[:m_c] = True
     d_obs = (m_c - a_obs) / (n_k + n_bo) - (m_c - b_obs) / (n_ao + n_k)

@@ -42,6 +42,9 @@ class CheckSpec:
     # records each side needs before the check can ever reach the gate's fail threshold;
     # below it the gate reports "insufficient data" instead of running the check
     min_records: int = 2
+    # views in ``needs`` the check uses when present but runs without (the gate skips a
+    # rule only for a missing view outside this set)
+    optional_views: frozenset[str] = frozenset()
 
     def run(
         self, ref: Snapshot, cur: Snapshot, *, seed: int, params: Mapping[str, Any], device: str = "cpu"
@@ -54,7 +57,9 @@ class CheckSpec:
 _REGISTRY: dict[str, CheckSpec] = {}
 
 
-def register(name: str, *, needs: tuple[str, ...] = (), min_records: int = 2) -> Callable[[CheckFn], CheckFn]:
+def register(
+    name: str, *, needs: tuple[str, ...] = (), min_records: int = 2, optional: tuple[str, ...] = ()
+) -> Callable[[CheckFn], CheckFn]:
     def deco(func: CheckFn) -> CheckFn:
         sig = inspect.signature(func)
         defaults = {
@@ -71,6 +76,7 @@ def register(name: str, *, needs: tuple[str, ...] = (), min_records: int = 2) ->
             description=doc.split("\n\n")[0].replace("\n", " "),
             takes_device="device" in sig.parameters,
             min_records=min_records,
+            optional_views=frozenset(optional),
         )
         return func
 

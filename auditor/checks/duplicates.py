@@ -378,7 +378,7 @@ def _components(lo: np.ndarray, hi: np.ndarray, n: int) -> np.ndarray:
     return connected_components(graph, directed=False)[1]
 
 
-@register(CHECK, needs=("response",))
+@register(CHECK, needs=("response",), optional=("response",))
 def near_duplicates(
     ref: Snapshot,
     cur: Snapshot,

@@ -1,4 +1,4 @@
-"""What curation rounds changed, and whether a chain of rounds drifts slowly.
+"""Round statistics: what changed between curation rounds, and whether a chain drifts.
 
 Rounds overlap: round 2 keeps most of round 1.  Two-sample tests that treat two rounds as
 independent samples stay valid under overlap (shared records cancel, so they are
@@ -19,17 +19,16 @@ exact multivariate-hypergeometric test (Fisher's exact test when the rounds shar
 - ``cluster_shift``: basis clusters that gained or lost share between two rounds;
 - ``round_drift``: mean-shift permutation test between two rounds under H0;
 - ``trend``: every round against the root and against its parent, and whether the rounds
-  keep moving in one direction;
-- ``diff_report`` / ``trend_report``: the graded Reports behind ``auditor diff`` and
-  ``auditor trend``; ``diff_markdown`` the pull-request comment for a diff.
+  keep moving in one direction.
+
+The curation commands that grade these into Reports live in ``auditor/curation.py``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +36,7 @@ import numpy as np
 from scipy.special import gammaln
 
 from auditor.stats import benjamini_hochberg, fisher_exact_greater, fisher_exact_less, permutation_p_value
-from auditor.types import AuditorError, Batch, Finding, Report, Snapshot
+from auditor.types import AuditorError, Batch, Finding, Snapshot
 
 EXAMPLE_CHARS = 200
 TREND_CHECKS: tuple[str, ...] = ("trend_root_drift", "trend_parent_drift", "trend_direction")
@@ -48,7 +47,8 @@ def _batch(x: Snapshot | Batch) -> Batch:
     return x.batch if isinstance(x, Snapshot) else x
 
 
-def _short(text: str) -> str:
+def clip_example(text: str) -> str:
+    """An example text for a finding, cut to ``EXAMPLE_CHARS``."""
     return text if len(text) <= EXAMPLE_CHARS else text[: EXAMPLE_CHARS - 1] + "\u2026"
 
 
@@ -114,7 +114,7 @@ def _assign(emb: np.ndarray, basis: np.ndarray) -> np.ndarray:
     return knn(basis, emb, 1)[1][:, 0].astype(np.int64)
 
 
-def _share_change_test(
+def share_change_test(
     m_c: int, n_ao: int, n_k: int, n_bo: int, a_obs: int, b_obs: int
 ) -> tuple[float, float, float]:
     """Exact test that a cluster's share changed from round A to round B.
@@ -172,7 +172,7 @@ def cluster_shift(
     """Basis clusters whose share changed from round A to round B.
 
     Per cluster, an exact test of the share change under the membership null that
-    accounts for the records the rounds share (``_share_change_test``; Fisher's exact
+    accounts for the records the rounds share (``share_change_test``; Fisher's exact
     test when they share none), two-sided, Benjamini-Hochberg across clusters.  Details
     carry the evidence: added and removed counts against their expectations, and the
     one-sided Fisher tests of "removed more from this cluster than kept" and "added more
@@ -211,7 +211,7 @@ def cluster_shift(
         m_c = int(rem_c[c] + kept_c[c] + add_c[c])
         if m_c == 0 or (n_add == 0 and n_rem == 0):
             continue
-        p_two, p_gain, p_loss = _share_change_test(m_c, n_rem, n_kept, n_add, int(rem_c[c]), int(add_c[c]))
+        p_two, p_gain, p_loss = share_change_test(m_c, n_rem, n_kept, n_add, int(rem_c[c]), int(add_c[c]))
         p_added = p_removed = None
         if n_add and n_a:
             ta = (int(add_c[c]), int(a_c[c]), int(n_add - add_c[c]), int(n_a - a_c[c]))
@@ -270,7 +270,11 @@ def cluster_shift(
                 statistic=row["share_b"] - row["share_a"],
                 p_value=row["q"],
                 effect_size=math.log2((row["share_b"] + eps) / (row["share_a"] + eps)),
-                details={**row, "n_clusters_tested": len(rows), "examples": [_short(t) for t in texts[:5]]},
+                details={
+                    **row,
+                    "n_clusters_tested": len(rows),
+                    "examples": [clip_example(t) for t in texts[:5]],
+                },
             )
         )
     if not findings:
@@ -556,7 +560,7 @@ def round_drift(
             "p_raw": {kind: p for (_, kind), p in fam.p_raw.items()},
             "effect_sd": {kind: e for (_, kind), e in fam.effects.items()},
             "n_distinct_records": int(mem.m.shape[0]),
-            "examples": [_short(snap.texts[i]) for i in rows[:5]],
+            "examples": [clip_example(snap.texts[i]) for i in rows[:5]],
         },
     )
 
@@ -669,7 +673,7 @@ def trend(
                     "records_from_round": names[r],
                     "permutations": n_permutations,
                     "rounds": per_round,
-                    "examples": [_short(snap.texts[i]) for i in rows[:5]],
+                    "examples": [clip_example(snap.texts[i]) for i in rows[:5]],
                 },
             )
         )
@@ -703,303 +707,8 @@ def trend(
                     "steps": [float(v) for v in steps],
                     "n_steps_forward": int((steps > 0).sum()),
                     "null_slope_mean": float(n_slope.mean()),
-                    "examples": [_short(snapshots[last].texts[i]) for i in rows[:5]],
+                    "examples": [clip_example(snapshots[last].texts[i]) for i in rows[:5]],
                 },
             )
         )
     return findings
-
-
-# --------------------------------------------------------------------------------------
-# the store's history
-
-
-def history_rows(store: Any, *, seed: int, n_permutations: int = 999) -> list[dict[str, Any]]:
-    """One row per stored round in creation order: counts, changes against its parent,
-    cluster-share change (total variation distance on the fixed basis) and
-    ``round_drift`` against its parent (effect in SD, p).  ``store`` is an
-    ``auditor.store.Store``; every snapshot is checked against its manifest on load."""
-    manifests = store.manifests()
-    cache: dict[str, Snapshot] = {}
-
-    def load(name: str) -> Snapshot:
-        if name not in cache:
-            cache[name] = store.load(name)
-        return cache[name]
-
-    rows = []
-    for m in manifests:
-        row: dict[str, Any] = {
-            "seq": m.seq,
-            "name": m.name,
-            "parent": m.parent,
-            "created": m.created,
-            "n_records": m.n_records,
-            "input_path": m.input["path"],
-            "input_sha256": m.input["sha256"],
-            "manifest_sha256": m.sha256,
-            "n_added": None,
-            "n_removed": None,
-            "n_kept": None,
-            "n_reided": None,
-            "cluster_tv": None,
-            "drift_effect_sd": None,
-            "drift_p": None,
-        }
-        if m.parent is not None:
-            a, b = load(m.parent), load(m.name)
-            row.update(diff_records(a, b).to_dict())
-            pa = np.asarray(store.manifest(m.parent).cluster_counts, dtype=float)
-            pb = np.asarray(m.cluster_counts, dtype=float)
-            row["cluster_tv"] = float(0.5 * np.abs(pa / max(pa.sum(), 1) - pb / max(pb.sum(), 1)).sum())
-            f = round_drift(a, b, seed=seed, n_permutations=n_permutations)
-            row["drift_effect_sd"], row["drift_p"] = f.effect_size, f.p_value
-        rows.append(row)
-    return rows
-
-
-# --------------------------------------------------------------------------------------
-# graded reports
-
-
-def permutations_for(threshold: float) -> int:
-    """Permutations whose smallest p-value, 1/(B+1), is a tenth of ``threshold`` (at least
-    999, at most 19999): a permutation test must be able to reach the gate's threshold
-    with room to spare, or it could never fail however strong the evidence."""
-    return int(min(19999, max(999, int(np.ceil(10.0 / threshold)) - 1)))
-
-
-def _extra_rules(rules: Any, checks: Sequence[str]) -> Any:
-    """``rules`` plus one fail rule per history check (they share the Bonferroni split)."""
-    from auditor.rules import Rule
-
-    have = {r.check for r in rules.rules}
-    extra = tuple(
-        Rule(name=c, check=c, severity="fail", why="curation-round history test (auditor/history.py)")
-        for c in checks
-        if c not in have
-    )
-    return dataclasses.replace(rules, rules=tuple(rules.rules) + extra)
-
-
-def _status(findings: Sequence[Finding]) -> str:
-    if any(f.severity == "fail" for f in findings):
-        return "fail"
-    return "warn" if any(f.severity == "warn" for f in findings) else "pass"
-
-
-def _graded(findings: Sequence[Finding], rules: Any) -> list[Finding]:
-    from auditor.gate import grade
-
-    by_check = {r.check: r for r in rules.rules}
-    return [grade(f, by_check[f.check], rules) if f.check in by_check else f for f in findings]
-
-
-_ORDER = {"fail": 0, "warn": 1, "info": 2}
-
-
-def _sorted(findings: Sequence[Finding]) -> tuple[Finding, ...]:
-    return tuple(
-        sorted(findings, key=lambda f: (_ORDER[f.severity], 2.0 if f.p_value is None else f.p_value))
-    )
-
-
-def subset(snap: Snapshot, idx: Sequence[int]) -> Snapshot:
-    """The records ``idx`` of a snapshot (with their views), as a Snapshot."""
-    ix = [int(i) for i in idx]
-    b = snap.batch
-
-    def pick(seq: Sequence[Any] | None) -> tuple[Any, ...] | None:
-        return None if seq is None else tuple(seq[i] for i in ix)
-
-    batch = Batch(
-        path=b.path,
-        sha256=b.sha256,
-        ids=tuple(b.ids[i] for i in ix),
-        texts=tuple(b.texts[i] for i in ix),
-        hashes=tuple(b.hashes[i] for i in ix),
-        lines=tuple(b.lines[i] for i in ix),
-        text_fields=b.text_fields,
-        prompts=pick(b.prompts),
-        responses=pick(b.responses),
-    )
-    views = {k: np.asarray(v)[ix] for k, v in snap.views.items()}
-    return Snapshot(batch=batch, embeddings=np.asarray(snap.embeddings)[ix], model=snap.model, views=views)
-
-
-def diff_report(
-    a: Snapshot,
-    b: Snapshot,
-    rules: Any,
-    *,
-    seed: int,
-    basis: np.ndarray | None = None,
-    a_clusters: np.ndarray | None = None,
-    b_clusters: np.ndarray | None = None,
-    n_permutations: int | None = None,
-    progress: Any = None,
-) -> tuple[Report, RecordDiff]:
-    """The Report for ``auditor diff A B``.
-
-    - the rules' checks (global drift, the targeted-selection checks, ...) with round A
-      as reference and **B's added records** as current: under the membership null the
-      added records are exchangeable with A's, so those two-sample tests are exact, and
-      they are not diluted by the records B kept (comparing A with all of B is valid but
-      nearly powerless when most records are shared).  Skipped when nothing was added;
-    - ``round_drift`` and ``cluster_shift`` on A and B, which account for the overlap and
-      also see what was removed;
-    - an info finding ``round_records`` listing what was added (record_ids) and removed.
-
-    All findings are graded by the rules, the Bonferroni split counting the rules plus
-    ``round_drift`` and ``cluster_shift``.  ``n_permutations=None`` picks enough for the
-    smallest reachable p-value to sit well below the gate's threshold.
-    """
-    from auditor.gate import evaluate
-
-    full = _extra_rules(rules, DIFF_CHECKS)
-    if n_permutations is None:
-        n_permutations = permutations_for(full.fail_threshold)
-    d = diff_records(a, b)
-    findings: list[Finding] = []
-    if d.added:
-        base = evaluate(a, subset(b, d.added), rules, seed=seed, progress=progress)
-        # re-grade: the Bonferroni denominator now counts the extra rules
-        findings.extend(_graded([dataclasses.replace(f, severity="info") for f in base.findings], full))
-    extra: list[Finding] = [round_drift(a, b, seed=seed, n_permutations=n_permutations)]
-    if basis is not None or (a_clusters is not None and b_clusters is not None):
-        extra.extend(cluster_shift(a, b, basis, a_clusters=a_clusters, b_clusters=b_clusters))
-    findings.extend(_graded(extra, full))
-    findings.append(
-        Finding(
-            check="round_records",
-            summary=f"{len(d.added)} records added, {len(d.removed)} removed, {len(d.kept_a)} kept "
-            f"({d.reided} kept records changed id)",
-            side="current",
-            record_ids=tuple(b.ids[j] for j in d.added),
-            details={
-                **d.to_dict(),
-                "rules_compared": "reference round vs the current round's added records"
-                if d.added
-                else "nothing added: only round_drift and cluster_shift apply",
-                "removed_ids": [a.ids[i] for i in d.removed],
-                "added_examples": [_short(b.texts[j]) for j in d.added[:5]],
-                "removed_examples": [_short(a.texts[i]) for i in d.removed[:5]],
-            },
-        )
-    )
-    report = Report(
-        status=_status(findings),  # type: ignore[arg-type]
-        inputs={"reference": a.batch.info(), "current": b.batch.info()},
-        model=b.model,
-        seed=seed,
-        findings=_sorted(findings),
-        rules=full.describe(),
-    )
-    return report, d
-
-
-def trend_report(
-    snapshots: Sequence[Snapshot],
-    names: Sequence[str],
-    *,
-    seed: int,
-    alpha: float = 0.01,
-    warn_alpha: float = 0.05,
-    n_permutations: int | None = None,
-) -> Report:
-    """The Report for ``auditor trend``: the three trend tests graded with a Bonferroni
-    split of ``alpha`` across them (fail when p < alpha/3).  ``n_permutations=None``:
-    see ``permutations_for``."""
-    from auditor.rules import Rule, Rules
-
-    rules = Rules(
-        rules=tuple(
-            Rule(name=c, check=c, severity="fail", why="slow drift across curation rounds")
-            for c in TREND_CHECKS
-        ),
-        alpha=alpha,
-        warn_alpha=warn_alpha,
-        path="<trend>",
-    )
-    if n_permutations is None:
-        n_permutations = permutations_for(rules.fail_threshold)
-    findings = _graded(trend(snapshots, seed=seed, names=names, n_permutations=n_permutations), rules)
-    return Report(
-        status=_status(findings),  # type: ignore[arg-type]
-        inputs={"reference": snapshots[0].batch.info(), "current": snapshots[-1].batch.info()},
-        model=snapshots[-1].model,
-        seed=seed,
-        findings=_sorted(findings),
-        rules=rules.describe(),
-    )
-
-
-# --------------------------------------------------------------------------------------
-# markdown
-
-
-def diff_markdown(
-    report: Report,
-    diff: RecordDiff,
-    a: Snapshot,
-    b: Snapshot,
-    *,
-    a_name: str,
-    b_name: str,
-    clusters: Sequence[Mapping[str, Any]] = (),
-    max_examples: int = 5,
-    max_clusters: int = 15,
-) -> str:
-    """A reviewer's view of what round B changed relative to round A (GitHub markdown).
-
-    Dataset text is escaped with the report renderer's ``md_text`` (the data is
-    adversarial); the findings table follows the report's severity order.
-    """
-    from auditor.report._common import fmt_p
-    from auditor.report.markdown import md_text
-
-    icon = {"pass": "PASS", "warn": "WARN", "fail": "FAIL"}[report.status]
-    lines = [
-        f"## auditor diff: {md_text(a_name, 80)} \u2192 {md_text(b_name, 80)} \u2014 **{icon}**",
-        "",
-        "| | records |",
-        "|---|---:|",
-        f"| in {md_text(a_name, 80)} | {len(a)} |",
-        f"| in {md_text(b_name, 80)} | {len(b)} |",
-        f"| kept (same content) | {len(diff.kept_a)} |",
-        f"| added | {len(diff.added)} |",
-        f"| removed | {len(diff.removed)} |",
-        f"| kept but re-ided | {diff.reided} |",
-        "",
-    ]
-    tested = [f for f in report.findings if f.check != "round_records"]
-    if tested:
-        lines += ["### Tests", "", "| severity | check | p | summary |", "|---|---|---:|---|"]
-        for f in tested:
-            lines.append(
-                f"| {f.severity} | {md_text(f.rule or f.check, 60)} | {fmt_p(f.p_value)} | {md_text(f.summary, 300)} |"
-            )
-        lines += ["", md_text(report.rules.get("multiple_testing", ""), 600), ""]
-    moved = sorted(clusters, key=lambda r: -abs(float(r["share_b"]) - float(r["share_a"])))[:max_clusters]
-    if moved:
-        lines += [
-            "### Basis clusters with the largest share change",
-            "",
-            f"| cluster | {md_text(a_name, 40)} | {md_text(b_name, 40)} | change |",
-            "|---:|---:|---:|---:|",
-        ]
-        for r in moved:
-            delta = float(r["share_b"]) - float(r["share_a"])
-            lines.append(
-                f"| {int(r['cluster'])} | {float(r['share_a']):.1%} ({int(r['n_a'])}) | "
-                f"{float(r['share_b']):.1%} ({int(r['n_b'])}) | {delta:+.1%} |"
-            )
-        lines.append("")
-    for title, snap, idx in (("Added", b, diff.added), ("Removed", a, diff.removed)):
-        if not idx:
-            continue
-        lines += [f"### {title} (first {min(max_examples, len(idx))} of {len(idx)})", ""]
-        for i in idx[:max_examples]:
-            lines.append(f"- **{md_text(snap.ids[i], 40)}**: {md_text(snap.texts[i], EXAMPLE_CHARS)}")
-        lines.append("")
-    return "\n".join(lines).rstrip() + "\n"

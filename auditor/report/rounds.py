@@ -1,0 +1,97 @@
+"""Markdown for curation rounds: the pull-request comment of ``auditor diff`` (diff.md).
+
+Renders what ``auditor.curation.diff`` computed; computes nothing itself.  Dataset text is
+adversarial (a model wrote it): every text, id and round name goes through ``md_text``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from auditor.report._common import fmt_p
+from auditor.report.markdown import md_text
+from auditor.rounds import EXAMPLE_CHARS, RecordDiff
+from auditor.types import Report, Snapshot
+
+if TYPE_CHECKING:
+    from auditor.curation import DiffResult
+
+
+def diff_markdown(
+    report: Report,
+    diff: RecordDiff,
+    a: Snapshot,
+    b: Snapshot,
+    *,
+    a_name: str,
+    b_name: str,
+    clusters: Sequence[Mapping[str, Any]] = (),
+    max_examples: int = 5,
+    max_clusters: int = 15,
+) -> str:
+    """A reviewer's view of what round B changed relative to round A (GitHub markdown).
+
+    Dataset text is escaped with the report renderer's ``md_text`` (the data is
+    adversarial); the findings table follows the report's severity order.
+    """
+    icon = {"pass": "PASS", "warn": "WARN", "fail": "FAIL"}[report.status]
+    lines = [
+        f"## auditor diff: {md_text(a_name, 80)} \u2192 {md_text(b_name, 80)} \u2014 **{icon}**",
+        "",
+        "| | records |",
+        "|---|---:|",
+        f"| in {md_text(a_name, 80)} | {len(a)} |",
+        f"| in {md_text(b_name, 80)} | {len(b)} |",
+        f"| kept (same content) | {len(diff.kept_a)} |",
+        f"| added | {len(diff.added)} |",
+        f"| removed | {len(diff.removed)} |",
+        f"| kept but re-ided | {diff.reided} |",
+        "",
+    ]
+    tested = [f for f in report.findings if f.check != "round_records"]
+    if tested:
+        lines += ["### Tests", "", "| severity | check | p | summary |", "|---|---|---:|---|"]
+        for f in tested:
+            lines.append(
+                f"| {f.severity} | {md_text(f.rule or f.check, 60)} | {fmt_p(f.p_value)} | {md_text(f.summary, 300)} |"
+            )
+        lines += ["", md_text(report.rules.get("multiple_testing", ""), 600), ""]
+    moved = sorted(clusters, key=lambda r: -abs(float(r["share_b"]) - float(r["share_a"])))[:max_clusters]
+    if moved:
+        lines += [
+            "### Basis clusters with the largest share change",
+            "",
+            f"| cluster | {md_text(a_name, 40)} | {md_text(b_name, 40)} | change |",
+            "|---:|---:|---:|---:|",
+        ]
+        for r in moved:
+            delta = float(r["share_b"]) - float(r["share_a"])
+            lines.append(
+                f"| {int(r['cluster'])} | {float(r['share_a']):.1%} ({int(r['n_a'])}) | "
+                f"{float(r['share_b']):.1%} ({int(r['n_b'])}) | {delta:+.1%} |"
+            )
+        lines.append("")
+    for title, snap, idx in (("Added", b, diff.added), ("Removed", a, diff.removed)):
+        if not idx:
+            continue
+        lines += [f"### {title} (first {min(max_examples, len(idx))} of {len(idx)})", ""]
+        for i in idx[:max_examples]:
+            lines.append(f"- **{md_text(snap.ids[i], 40)}**: {md_text(snap.texts[i], EXAMPLE_CHARS)}")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def render_diff(result: DiffResult, *, max_examples: int = 5, max_clusters: int = 15) -> str:
+    """``diff_markdown`` of an ``auditor.curation.DiffResult``."""
+    return diff_markdown(
+        result.report,
+        result.records,
+        result.reference,
+        result.current,
+        a_name=result.a_name,
+        b_name=result.b_name,
+        clusters=result.clusters,
+        max_examples=max_examples,
+        max_clusters=max_clusters,
+    )
