@@ -466,8 +466,13 @@ def _family(
     scale = np.where(scale > 0, scale, 1.0)
     s_obs = d_obs / scale
     s_null = (d_null / scale).max(axis=1)
-    best = int(np.argmax(s_obs))
-    p = permutation_p_value(float(s_obs[best]), s_null)
+    top = float(s_obs.max())
+    # With nothing added (or nothing removed) the net contrast is the removed (added) one
+    # scaled by a constant, so both standardise to the same value up to rounding; the
+    # tie goes to the contrast that names records, not to "net", which names none.
+    near = [k for k in range(len(contrasts)) if s_obs[k] >= top * (1 - 1e-9)]
+    best = next((k for k in near if contrasts[k].kind != "net"), near[0])
+    p = permutation_p_value(top, s_null)
     null_mean = d_null.mean(axis=0)
     effects = {}
     p_raw = {}
@@ -479,7 +484,7 @@ def _family(
     c = contrasts[best]
     return _FamilyResult(
         p=p,
-        statistic=float(s_obs[best]),
+        statistic=top,
         best=c,
         effect=effects[(c.t, c.kind)],
         shift=obs[c.i] - obs[c.j],
