@@ -689,7 +689,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(130)
     except Exception as err:
         _internal_error(err, debug)
-    sys.exit(code if isinstance(code, int) else 0)
+    code = code if isinstance(code, int) else 0
+    if code == 130:  # typer turns Ctrl-C into a silent Exit(130)
+        sys.stderr.write("aborted\n")
+    sys.exit(code)
 
 
 def _internal_error(err: BaseException, debug: bool) -> None:
