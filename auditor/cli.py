@@ -343,12 +343,19 @@ def audit(
 
 @app.command()
 def checks() -> None:
-    """List the checks a rules file can use, with their parameters and defaults."""
+    """List the checks a rules file can use, with their parameters, defaults and valid ranges."""
     from auditor.checks import registry
+    from auditor.rules import PARAMS
 
     for name, spec in sorted(registry().items()):
-        params = ", ".join(f"{k}={v!r}" for k, v in spec.defaults.items()) or "no parameters"
-        typer.echo(f"{name}\n    {spec.description}\n    params: {params}\n")
+        typer.echo(f"{name}\n    {spec.description}")
+        ranges = PARAMS.get(name, {})
+        for key, default in spec.defaults.items():
+            valid = f"  ({ranges[key].describe()})" if key in ranges else ""
+            typer.echo(f"    {key}={default!r}{valid}")
+        if not spec.defaults:
+            typer.echo("    no parameters")
+        typer.echo("")
 
 
 @app.command("embed")
