@@ -231,15 +231,15 @@ class Rule:
 
 @dataclass(frozen=True)
 class Rules:
-    """The enabled rules (``rules``) plus what the file declared, for the report."""
+    """The enabled rules (``rules``), and the disabled ones (``disabled``, for the report)."""
 
     rules: tuple[Rule, ...]
     alpha: float = 0.01
     warn_alpha: float = 0.05
     path: str = "<default>"
     sha256: str | None = None
-    # every rule of the file in file order, disabled ones included (empty: same as rules)
-    declared: tuple[Rule, ...] = ()
+    # rules the file declares with `enabled: false`: listed in the report, never run
+    disabled: tuple[Rule, ...] = ()
 
     @property
     def n_fail_rules(self) -> int:
@@ -266,8 +266,8 @@ class Rules:
     def describe(self) -> dict[str, Any]:
         """What goes into report.json's "rules" block.
 
-        ``sha256`` (of the rules file's bytes) and ``rules`` (each declared rule's name,
-        check, severity and whether it is enabled) make a rules file that weakens the gate
+        ``sha256`` (of the rules file's bytes) and ``rules`` (each rule's name, check,
+        severity and whether it is enabled; the disabled ones last) make a rules file that weakens the gate
         visible in the report; ``matches_default`` says whether it is the bundled default.
         """
         return {
@@ -283,7 +283,7 @@ class Rules:
             "names": [r.name for r in self.rules],
             "rules": [
                 {"name": r.name, "check": r.check, "severity": r.severity, "enabled": r.enabled}
-                for r in (self.declared or self.rules)
+                for r in (*self.rules, *self.disabled)
             ],
             "multiple_testing": (
                 "p-values are Benjamini-Hochberg adjusted within each check; the gate fails a "
@@ -342,7 +342,12 @@ def parse_rules(data: Any, path: str, *, sha256: str | None = None) -> Rules:
     if not rules:
         raise _err(path, "rules", "every rule is disabled")
     return Rules(
-        rules=rules, alpha=alpha, warn_alpha=warn_alpha, path=path, sha256=sha256, declared=tuple(declared)
+        rules=rules,
+        alpha=alpha,
+        warn_alpha=warn_alpha,
+        path=path,
+        sha256=sha256,
+        disabled=tuple(r for r in declared if not r.enabled),
     )
 
 
