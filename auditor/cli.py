@@ -1,19 +1,28 @@
 """auditor's command line: a thin Typer shell over the library.
 
-Parse, call the library, render, exit with the report's exit code.  User errors
-(AuditorError) are caught in one place (``main``) and exit 2 with one line, no
-traceback.  Heavy modules are imported inside commands so ``auditor --help`` is fast.
+Parse, call the library, render, exit with the report's exit code.  Errors are turned
+into exit codes in one place (``main``): user and environment errors (AuditorError,
+OSError) exit 2 with one line, an unexpected exception exits 3 with one line and a
+pointer to ``--debug``; neither may ever read as 0 or 1 (the gate's verdicts).  Paths
+are checked before any heavy module is imported, so a typo costs well under a second.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
+import traceback
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from auditor import __version__
 from auditor.errors import AuditorError
+
+EXIT_INTERNAL = 3
 
 app = typer.Typer(
     name="auditor",
@@ -23,7 +32,8 @@ app = typer.Typer(
         "round) and looks for drift, over- and under-selected topics, trigger phrases, "
         "near-duplicate amplification and flipped responses, naming the records involved "
         "with p-values.\n\n"
-        "Exit codes: 0 pass (warnings allowed), 1 the gate failed, 2 usage or input error.\n\n"
+        "Exit codes: 0 pass (warnings allowed), 1 the gate failed, 2 usage, input or environment "
+        "error (nothing written), 3 internal error (a bug: rerun with --debug for the traceback).\n\n"
         "Start with:  auditor audit sample_data/alpaca_sample.jsonl --reference "
         "sample_data/seed_tasks.jsonl --out out/"
     ),
@@ -32,6 +42,131 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+
+
+# --------------------------------------------------------------------------------------
+# path checks that run before any heavy import (auditor/io.py reads the files later; these
+# only make sure a typo or a wrong kind of path costs milliseconds, not a model load)
+
+# io.py's formats, repeated so a bad path is refused before polars loads;
+# tests/test_exit_codes.py checks that io.load accepts every one of them.
+INPUT_SUFFIXES: tuple[str, ...] = (".jsonl", ".ndjson", ".json", ".csv")  # each also gzipped
+_DATASET_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
+_SUPPORTED = (
+    ".jsonl, .ndjson, .json, .csv (each also gzipped, .gz), .parquet, "
+    "or a folder written by datasets.Dataset.save_to_disk"
+)
+
+
+def _known_suffix(name: str) -> bool:
+    name = name.lower()
+    if name.endswith(".parquet"):
+        return True
+    base = name[:-3] if name.endswith(".gz") else name
+    return base.endswith(INPUT_SUFFIXES)
+
+
+def check_input(path: Path) -> None:
+    """Raise AuditorError unless ``path`` is a readable data file of a known format or a
+    datasets folder.  Never opens a FIFO or device (reading one could hang the gate)."""
+    label = str(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise AuditorError(f"{label}: file not found (no such file or folder)") from None
+    except OSError as err:
+        raise AuditorError(f"{label}: cannot read ({err.strerror or err})") from None
+    if stat.S_ISDIR(st.st_mode):
+        if not any((path / m).is_file() for m in _DATASET_MARKERS):
+            raise AuditorError(
+                f"{label}: folder is not a datasets save_to_disk folder "
+                f"(no dataset_info.json or state.json; supported: {_SUPPORTED})"
+            )
+        if not os.access(path, os.R_OK | os.X_OK):
+            raise AuditorError(f"{label}: cannot read (permission denied)")
+        return
+    if not stat.S_ISREG(st.st_mode):
+        raise AuditorError(f"{label}: not a regular file (expected a data file; supported: {_SUPPORTED})")
+    if not _known_suffix(path.name):
+        found = "".join(path.suffixes[-2:]) or "no extension"
+        raise AuditorError(f"{label}: unknown file type '{found}' (supported: {_SUPPORTED})")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as err:
+        raise AuditorError(f"{label}: cannot read ({err.strerror or err})") from None
+
+
+def _check_creatable(path: Path, option: str) -> None:
+    """``path`` does not exist: its nearest existing ancestor must be a writable folder."""
+    anc = path.absolute().parent
+    while not (anc.exists() or anc.is_symlink()) and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise AuditorError(f"{option} {path}: cannot be created ({anc} is not a folder)")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise AuditorError(f"{option} {path}: cannot be created ({anc} is not writable)")
+
+
+def check_output_dir(path: Path, option: str = "--out") -> None:
+    """Raise AuditorError unless ``path`` is a writable folder or can be created as one."""
+    if path.exists() or path.is_symlink():
+        if not path.is_dir():
+            raise AuditorError(
+                f"{option} {path}: exists and is not a folder (expected a folder for the reports)"
+            )
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise AuditorError(f"{option} {path}: folder is not writable")
+        return
+    _check_creatable(path, option)
+
+
+def check_output_file(path: Path, option: str) -> None:
+    """Raise AuditorError unless ``path`` can be written as a file (atomically: a temporary
+    file in its folder replaces it, so the folder must be writable)."""
+    if path.is_dir():
+        raise AuditorError(f"{option} {path}: is a folder (expected a file name)")
+    if (path.exists() or path.is_symlink()) and not path.is_file():
+        raise AuditorError(f"{option} {path}: exists and is not a regular file")
+    parent = path.absolute().parent
+    if parent.exists():
+        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+            raise AuditorError(f"{option} {path}: cannot be written ({parent} is not a writable folder)")
+    else:
+        _check_creatable(parent, option)
+
+
+def check_rules_path(path: Path) -> None:
+    """Raise AuditorError unless ``path`` is an existing regular file (a FIFO would hang)."""
+    if not path.exists():
+        raise AuditorError(f"{path}: rules file not found")
+    if not path.is_file():
+        raise AuditorError(f"{path}: rules file is not a regular file")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"auditor {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug",
+            help="Print the traceback of an internal error (exit 3); also AUDITOR_DEBUG=1.",
+        ),
+    ] = False,
+) -> None:
+    """Options for every command; main() reads --debug itself, since it must work even when
+    parsing fails."""
+
 
 TextFieldOpt = Annotated[
     list[str] | None,
@@ -47,9 +182,27 @@ IdFieldOpt = Annotated[
     str | None,
     typer.Option("--id-field", help="Field holding record ids (default: a short hash of the text)."),
 ]
+
+
+def _rules_path(value: Path | None) -> Path | None:
+    if value is not None:
+        check_rules_path(value)
+    return value
+
+
+def _junit_path(value: Path | None) -> Path | None:
+    if value is not None:
+        check_output_file(value, "--junit")
+    return value
+
+
 RulesOpt = Annotated[
     Path | None,
-    typer.Option("--rules", help="Rules YAML replacing rules/default.yaml (which checks run, how graded)."),
+    typer.Option(
+        "--rules",
+        callback=_rules_path,
+        help="Rules YAML replacing rules/default.yaml (which checks run, how graded).",
+    ),
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for every random choice; recorded in the report.")]
 ModelOpt = Annotated[
@@ -73,7 +226,10 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print report.json to stdout (logs stay on stderr).")]
 HtmlOpt = Annotated[bool, typer.Option("--html", help="Also write a self-contained report.html into --out.")]
 JunitOpt = Annotated[
-    Path | None, typer.Option("--junit", help="Write JUnit XML (one test case per rule) to this file.")
+    Path | None,
+    typer.Option(
+        "--junit", callback=_junit_path, help="Write JUnit XML (one test case per rule) to this file."
+    ),
 ]
 
 
@@ -142,9 +298,7 @@ def audit(
 
     Example:  auditor audit generated.jsonl -r seed_tasks.jsonl -t instruction --out out/
     """
-    from auditor.api import run_audit
-    from auditor.progress import Progress
-    from auditor.report import write_reports
+    from auditor.rules import load_rules
 
     if baseline is not None or store is not None:
         if reference is not None:
@@ -153,6 +307,17 @@ def audit(
             raise AuditorError("audit: --store DIR and --baseline NAME go together")
     elif reference is None:
         raise AuditorError("audit: --reference FILE (or --store DIR --baseline NAME) is required")
+    # everything a user can get wrong is checked before the first heavy import
+    check_input(current)
+    if reference is not None:
+        check_input(reference)
+    check_output_dir(out, "--out")
+    ruleset = load_rules(rules)
+
+    from auditor.api import run_audit
+    from auditor.progress import Progress
+    from auditor.report import write_reports
+
     baseline_snap = None
     if baseline is not None and store is not None:
         from auditor.store import Store
@@ -164,7 +329,7 @@ def audit(
             baseline_snap if baseline_snap is not None else reference,
             text_fields=text_field,
             id_field=id_field,
-            rules=rules,
+            rules=ruleset,
             seed=seed,
             model=model,
             device=device,
@@ -178,12 +343,19 @@ def audit(
 
 @app.command()
 def checks() -> None:
-    """List the checks a rules file can use, with their parameters and defaults."""
+    """List the checks a rules file can use, with their parameters, defaults and valid ranges."""
     from auditor.checks import registry
+    from auditor.rules import PARAMS
 
     for name, spec in sorted(registry().items()):
-        params = ", ".join(f"{k}={v!r}" for k, v in spec.defaults.items()) or "no parameters"
-        typer.echo(f"{name}\n    {spec.description}\n    params: {params}\n")
+        typer.echo(f"{name}\n    {spec.description}")
+        ranges = PARAMS.get(name, {})
+        for key, default in spec.defaults.items():
+            valid = f"  ({ranges[key].describe()})" if key in ranges else ""
+            typer.echo(f"    {key}={default!r}{valid}")
+        if not spec.defaults:
+            typer.echo("    no parameters")
+        typer.echo("")
 
 
 @app.command("embed")
@@ -208,6 +380,8 @@ def embed_cmd(
 
     Example:  auditor embed big.jsonl --model static
     """
+    check_input(data)
+
     from auditor.embed import EmbeddingCache, embed_file, load_encoder
     from auditor.progress import Progress
 
@@ -441,16 +615,78 @@ def trend_cmd(
     )
 
 
-def main() -> None:
-    """Console-script entry point: usage errors exit 2 (click), AuditorError exits 2 here."""
+def _debug_requested(args: Sequence[str]) -> bool:
+    if os.environ.get("AUDITOR_DEBUG", "").strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    for arg in args:  # global options come before the command's name
+        if arg == "--debug":
+            return True
+        if not arg.startswith("-"):
+            break
+    return False
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point; the one place errors become exit codes.
+
+    0 pass, 1 the gate failed (only ever from a Report), 2 usage / input / environment
+    error (one line on stderr), 3 anything unexpected (one line; ``--debug`` or
+    ``AUDITOR_DEBUG=1`` adds the traceback), 130 interrupted.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = _debug_requested(args)
     try:
-        app()  # standalone: click reports usage errors itself and exits 2
+        # standalone_mode=False: click must not turn an EOFError into "Aborted!" and exit 1
+        code = app(args=args, prog_name="auditor", standalone_mode=False)
+    except typer.Abort as err:
+        if isinstance(err.__cause__, KeyboardInterrupt):
+            sys.stderr.write("aborted\n")
+            sys.exit(130)
+        _internal_error(err.__cause__ or err, debug)
+    except typer.TyperException as err:
+        # usage errors: click's own message; always 2 (some of its errors default to 1,
+        # which is the gate's "failed")
+        show = getattr(err, "show", None)
+        if callable(show):
+            show()
+        else:
+            sys.stderr.write(f"error: {err.format_message()}\n")
+        sys.exit(2)
     except AuditorError as err:
+        if debug:
+            traceback.print_exc()
         sys.stderr.write(f"error: {err}\n")
+        sys.exit(2)
+    except OSError as err:
+        # the environment (disk full, permissions, a vanished file): the data is not to blame
+        if debug:
+            traceback.print_exc()
+        where = f"{err.filename}: " if err.filename else ""
+        sys.stderr.write(f"error: {where}{err.strerror or err}\n")
+        sys.exit(2)
+    except MemoryError:
+        if debug:
+            traceback.print_exc()
+        sys.stderr.write("error: out of memory (try a smaller batch or --batch-size)\n")
         sys.exit(2)
     except KeyboardInterrupt:
         sys.stderr.write("aborted\n")
         sys.exit(130)
+    except Exception as err:
+        _internal_error(err, debug)
+    code = code if isinstance(code, int) else 0
+    if code == 130:  # typer turns Ctrl-C into a silent Exit(130)
+        sys.stderr.write("aborted\n")
+    sys.exit(code)
+
+
+def _internal_error(err: BaseException, debug: bool) -> None:
+    if debug:
+        traceback.print_exception(type(err), err, err.__traceback__)
+    msg = " ".join(str(err).split())[:300]
+    hint = "" if debug else " (run with --debug for the traceback)"
+    sys.stderr.write(f"auditor: internal error: {type(err).__name__}: {msg}{hint}\n")
+    sys.exit(EXIT_INTERNAL)
 
 
 if __name__ == "__main__":

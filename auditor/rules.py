@@ -17,22 +17,205 @@ Grading (auditor/gate.py): a finding fails when its p_value < alpha / (number of
 that can fail) — a Bonferroni split, so the whole gate's false-fail rate is at most alpha
 — and warns when p_value < warn_alpha / (number of rules).  Inside a check, many tests
 are combined by Benjamini-Hochberg before the p_value reaches the gate.
+
+The rules file may come from the same pull request as the data it judges, so it is read
+strictly: duplicate keys, YAML aliases/anchors and out-of-range parameters are errors
+(``PARAMS`` is the one table of valid ranges), and ``Rules.describe()`` records the file's
+sha256 and every rule's effective severity so a weakened gate shows in the report.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from auditor.types import SEVERITIES, AuditorError
+from auditor.errors import AuditorError
 
 # The default rules ship inside the package; rules/default.yaml in a checkout is a link to it.
 DEFAULT_RULES_PATH = Path(__file__).resolve().parent / "presets" / "default.yaml"
 
+# Kept here rather than imported from auditor.types so a bad rules file is reported
+# without importing numpy; test_rules_strict checks the two agree.
+SEVERITIES: tuple[str, ...] = ("info", "warn", "fail")
+
+# A rules file is a page of YAML; anything much larger is not one (and is not parsed).
+MAX_RULES_BYTES = 1 << 20
+
 _TOP_KEYS = {"version", "alpha", "warn_alpha", "rules"}
 _RULE_KEYS = {"name", "check", "severity", "why", "params", "min_effect", "enabled"}
+
+Kind = Literal["int", "float", "bool", "ints", "choice"]
+
+
+@dataclass(frozen=True)
+class Param:
+    """The valid values of one check parameter.
+
+    ``kind``: int / float (``lo``..``hi``, ends open where ``lo_open``/``hi_open``), bool,
+    ints (a non-empty list of integers each in ``lo``..``hi``), choice (one of
+    ``choices``).  ``nullable``: ``null`` means "the check's own default".
+    """
+
+    kind: Kind
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    choices: tuple[str, ...] = ()
+    nullable: bool = False
+
+    def describe(self) -> str:
+        """The range in words, as error messages and docs show it."""
+        if self.kind == "bool":
+            text = "true or false"
+        elif self.kind == "choice":
+            text = "one of " + ", ".join(self.choices)
+        else:
+            text = {"int": "integer ", "float": "number in ", "ints": "non-empty list of integers, each "}[
+                self.kind
+            ] + self._interval()
+        return text + (", or null for the check's default" if self.nullable else "")
+
+    def _interval(self) -> str:
+        if self.kind in ("int", "ints"):
+            return f"{_fmt(self.lo)}..{_fmt(self.hi)}"
+        left = "(" if self.lo_open else "["
+        right = ")" if self.hi_open else "]"
+        return f"{left}{_fmt(self.lo)}, {_fmt(self.hi)}{right}"
+
+    def _in_range(self, v: float) -> bool:
+        lo, hi = self.lo, self.hi
+        if not math.isfinite(v):
+            return False
+        if lo is not None and (v <= lo if self.lo_open else v < lo):
+            return False
+        return not (hi is not None and (v >= hi if self.hi_open else v > hi))
+
+    def problem(self, value: Any) -> str | None:
+        """None when ``value`` is valid, else what is wrong with it."""
+        if value is None:
+            return None if self.nullable else f"null is not allowed ({self.describe()})"
+        if self.kind == "bool":
+            return None if isinstance(value, bool) else f"{value!r} should be true or false"
+        if self.kind == "choice":
+            return None if value in self.choices else f"{value!r} is not allowed ({self.describe()})"
+        if self.kind == "int":
+            if not _is_int(value):
+                return f"{value!r} should be an integer ({self.describe()})"
+            return None if self._in_range(value) else f"{value!r} is out of range ({self.describe()})"
+        if self.kind == "float":
+            if not _is_number(value):
+                return f"{value!r} should be a number ({self.describe()})"
+            return None if self._in_range(float(value)) else f"{value!r} is out of range ({self.describe()})"
+        # ints
+        if not isinstance(value, list) or not value or not all(_is_int(v) for v in value):
+            return f"{value!r} should be a non-empty list of integers ({self.describe()})"
+        bad = [v for v in value if not self._in_range(v)]
+        return None if not bad else f"{bad[0]!r} in {value!r} is out of range ({self.describe()})"
+
+
+def _fmt(x: float | None) -> str:
+    if x is None:
+        return "inf"
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _int(lo: int, hi: int) -> Param:
+    return Param("int", lo, hi)
+
+
+def _prob_open(hi: float = 1.0) -> Param:
+    """A probability or similarity threshold in (0, hi]: 0 would switch the test off."""
+    return Param("float", 0.0, hi, lo_open=True)
+
+
+_RATIO = Param("float", 1.0, 1000.0)  # a ratio below 1 is not an enrichment
+_BIG = 100_000_000  # records per side: beyond anything the checks are sized for
+
+# Every parameter of every registered check, with its valid range.  A check's keyword
+# parameters must all appear here (tests/test_rules_strict.py compares this table with
+# the registry), so adding a check means declaring its ranges.  Lower bounds are where a
+# check stops working (permutations < 99 can never reach the gate's threshold, one fold
+# cannot cross-fit, k-means needs k >= 2, a zero threshold or alpha switches a test off).
+PARAMS: Mapping[str, Mapping[str, Param]] = {
+    "mmd": {
+        "permutations": _int(99, 1_000_000),
+        "max_per_side": _int(10, _BIG),
+        "large": Param("choice", choices=("rff", "subsample")),
+        "features": _int(16, 65536),
+        "rff_max_per_side": _int(10, _BIG),
+        "gpu_max_per_side": _int(10, _BIG),
+    },
+    "classifier": {
+        "folds": _int(2, 100),
+        "top": _int(1, 1_000_000),
+        "C": Param("float", 0.0, 1e6, lo_open=True),
+        "max_per_side": _int(10, _BIG),
+    },
+    "clusters": {
+        "alpha": _prob_open(),
+        "min_ratio": _RATIO,
+        "min_records": _int(1, 1_000_000),
+        "pca_dim": _int(2, 4096),
+        "niter": _int(1, 1000),
+        "merge_overlap": _prob_open(),
+        "ks": Param("ints", 2, 100_000, nullable=True),
+        "hierarchy": Param("bool"),
+        "regions": Param("bool"),
+    },
+    "triggers": {
+        "alpha": _prob_open(),
+        "screen_alpha": _prob_open(),
+        "min_count": _int(1, 1_000_000),
+        "min_ratio": _RATIO,
+        "max_n": _int(1, 8),
+        "merge_jaccard": _prob_open(),
+        "max_findings": _int(1, 100_000),
+        "skip_cluster_explained": Param("bool"),
+        "cluster_explained_share": _prob_open(),
+    },
+    "near_duplicates": {
+        "cosine_threshold": _prob_open(),
+        "jaccard_threshold": _prob_open(),
+        "permutations": _int(99, 1_000_000),
+        "min_attainable": Param("float", 0.0, 1.0, lo_open=True, hi_open=True),
+        "report_alpha": _prob_open(),
+        "response_cosine_threshold": _prob_open(),
+        "response_jaccard_threshold": _prob_open(),
+        "min_response_words": _int(1, 10_000),
+        "group_weight": Param("float", 0.0, 1.0, lo_open=True, hi_open=True),
+    },
+    "flipped_responses": {
+        "prompt_threshold": _prob_open(),
+        "k": _int(1, 10_000),
+        "min_null": _int(1, 10_000_000),
+        "response_threshold": _prob_open(),
+        "cluster_size": _int(1, 1_000_000),
+        "min_group": _int(1, 1_000_000),
+        "member_p": _prob_open(),
+        "report_alpha": _prob_open(),
+    },
+    "off_support": {
+        "alpha_flag": _prob_open(0.5),
+        "min_group": _int(1, 1_000_000),
+        "report_alpha": _prob_open(),
+    },
+}
+
+_ALPHA = Param("float", 0.0, 0.5, lo_open=True)
+_MIN_EFFECT = Param("float", 0.0, None)
 
 
 @dataclass(frozen=True)
@@ -43,14 +226,20 @@ class Rule:
     params: Mapping[str, Any] = field(default_factory=dict)
     why: str = ""
     min_effect: float | None = None
+    enabled: bool = True
 
 
 @dataclass(frozen=True)
 class Rules:
+    """The enabled rules (``rules``), and the disabled ones (``disabled``, for the report)."""
+
     rules: tuple[Rule, ...]
     alpha: float = 0.01
     warn_alpha: float = 0.05
     path: str = "<default>"
+    sha256: str | None = None
+    # rules the file declares with `enabled: false`: listed in the report, never run
+    disabled: tuple[Rule, ...] = ()
 
     @property
     def n_fail_rules(self) -> int:
@@ -75,9 +264,16 @@ class Rules:
         return frozenset(out)
 
     def describe(self) -> dict[str, Any]:
-        """What goes into report.json's "rules" block."""
+        """What goes into report.json's "rules" block.
+
+        ``sha256`` (of the rules file's bytes) and ``rules`` (each rule's name, check,
+        severity and whether it is enabled; the disabled ones last) make a rules file that weakens the gate
+        visible in the report; ``matches_default`` says whether it is the bundled default.
+        """
         return {
             "path": self.path,
+            "sha256": self.sha256,
+            "matches_default": self.sha256 is not None and self.sha256 == default_rules_sha256(),
             "alpha": self.alpha,
             "warn_alpha": self.warn_alpha,
             "n_rules": len(self.rules),
@@ -85,6 +281,10 @@ class Rules:
             "fail_threshold": self.fail_threshold,
             "warn_threshold": self.warn_threshold,
             "names": [r.name for r in self.rules],
+            "rules": [
+                {"name": r.name, "check": r.check, "severity": r.severity, "enabled": r.enabled}
+                for r in (*self.rules, *self.disabled)
+            ],
             "multiple_testing": (
                 "p-values are Benjamini-Hochberg adjusted within each check; the gate fails a "
                 f"finding when p < alpha/{self.n_fail_rules} (Bonferroni across the rules that can "
@@ -93,97 +293,164 @@ class Rules:
         }
 
 
+def default_rules_sha256() -> str:
+    """sha256 of the bundled default rules file."""
+    return hashlib.sha256(DEFAULT_RULES_PATH.read_bytes()).hexdigest()
+
+
 def _err(path: str, where: str, msg: str) -> AuditorError:
     return AuditorError(f"{path}: {where}: {msg}")
 
 
-def _prob(path: str, where: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < float(value) < 1:
-        raise _err(path, where, f"{value!r} is not a probability in (0, 1)")
+def _check_value(path: str, where: str, spec: Param, value: Any) -> None:
+    problem = spec.problem(value)
+    if problem is not None:
+        raise _err(path, where, problem)
+
+
+def _alpha(path: str, where: str, value: Any) -> float:
+    if _ALPHA.problem(value) is not None:
+        raise _err(path, where, f"{value!r} is not a probability in {_ALPHA._interval()}")
     return float(value)
 
 
-def parse_rules(data: Any, path: str) -> Rules:
-    """Validate a parsed rules document; every problem names the file and the key."""
-    from auditor.checks import registry
+def parse_rules(data: Any, path: str, *, sha256: str | None = None) -> Rules:
+    """Validate a parsed rules document; every problem names the file and the key.
 
+    Checks and their parameters are validated against ``PARAMS`` alone, so a bad rules
+    file is reported without importing any check family.
+    """
     if not isinstance(data, Mapping):
         raise _err(path, "top level", f"expected a mapping with keys {sorted(_TOP_KEYS)}")
     unknown = set(data) - _TOP_KEYS
     if unknown:
-        raise _err(path, str(sorted(unknown)[0]), f"unknown key (allowed: {', '.join(sorted(_TOP_KEYS))})")
-    if data.get("version", 1) != 1:
+        raise _err(
+            path, str(sorted(unknown, key=str)[0]), f"unknown key (allowed: {', '.join(sorted(_TOP_KEYS))})"
+        )
+    if data.get("version", 1) != 1 or isinstance(data.get("version", 1), bool):
         raise _err(path, "version", f"unsupported version {data.get('version')!r} (expected 1)")
-    alpha = _prob(path, "alpha", data.get("alpha", 0.01))
-    warn_alpha = _prob(path, "warn_alpha", data.get("warn_alpha", 0.05))
+    alpha = _alpha(path, "alpha", data.get("alpha", 0.01))
+    warn_alpha = _alpha(path, "warn_alpha", data.get("warn_alpha", 0.05))
     raw_rules = data.get("rules")
     if not isinstance(raw_rules, list) or not raw_rules:
         raise _err(path, "rules", "expected a non-empty list of rules")
-    reg = registry()
-    rules: list[Rule] = []
+    declared: list[Rule] = []
     names: set[str] = set()
     for i, raw in enumerate(raw_rules):
-        where = f"rules[{i}]"
-        if not isinstance(raw, Mapping):
-            raise _err(path, where, "expected a mapping")
-        unknown = set(raw) - _RULE_KEYS
-        if unknown:
-            key = sorted(unknown)[0]
-            raise _err(path, f"{where}.{key}", f"unknown key (allowed: {', '.join(sorted(_RULE_KEYS))})")
-        check = raw.get("check")
-        if not isinstance(check, str) or check not in reg:
-            raise _err(path, f"{where}.check", f"unknown check {check!r} (known: {', '.join(sorted(reg))})")
-        if raw.get("enabled", True) is False:
-            continue
-        name = str(raw.get("name", check))
-        if name in names:
-            raise _err(path, f"{where}.name", f"duplicate rule name {name!r}")
-        names.add(name)
-        severity = raw.get("severity", "fail")
-        if severity not in SEVERITIES:
-            raise _err(path, f"{where}.severity", f"{severity!r} (expected one of {', '.join(SEVERITIES)})")
-        params = raw.get("params") or {}
-        if not isinstance(params, Mapping):
-            raise _err(path, f"{where}.params", "expected a mapping")
-        allowed = reg[check].defaults
-        for key, value in params.items():
-            if key not in allowed:
-                raise _err(
-                    path,
-                    f"{where}.params.{key}",
-                    f"unknown parameter for check {check!r} (allowed: {', '.join(sorted(allowed)) or 'none'})",
-                )
-            default = allowed[key]
-            if default is not None and not _same_kind(default, value):
-                raise _err(
-                    path, f"{where}.params.{key}", f"{value!r} should be a {type(default).__name__}"
-                )
-        min_effect = raw.get("min_effect")
-        if min_effect is not None and (isinstance(min_effect, bool) or not isinstance(min_effect, (int, float))):
-            raise _err(path, f"{where}.min_effect", f"{min_effect!r} should be a number")
-        rules.append(
-            Rule(
-                name=name,
-                check=check,
-                severity=severity,
-                params=dict(params),
-                why=str(raw.get("why", "")).strip(),
-                min_effect=float(min_effect) if min_effect is not None else None,
-            )
-        )
+        declared.append(_parse_rule(raw, f"rules[{i}]", path, names))
+    rules = tuple(r for r in declared if r.enabled)
     if not rules:
         raise _err(path, "rules", "every rule is disabled")
-    return Rules(rules=tuple(rules), alpha=alpha, warn_alpha=warn_alpha, path=path)
+    return Rules(
+        rules=rules,
+        alpha=alpha,
+        warn_alpha=warn_alpha,
+        path=path,
+        sha256=sha256,
+        disabled=tuple(r for r in declared if not r.enabled),
+    )
 
 
-def _same_kind(default: Any, value: Any) -> bool:
-    if isinstance(default, bool):
-        return isinstance(value, bool)
-    if isinstance(default, int):
-        return isinstance(value, int) and not isinstance(value, bool)
-    if isinstance(default, float):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    return isinstance(value, type(default))
+def _parse_rule(raw: Any, where: str, path: str, names: set[str]) -> Rule:
+    if not isinstance(raw, Mapping):
+        raise _err(path, where, "expected a mapping")
+    unknown = set(raw) - _RULE_KEYS
+    if unknown:
+        key = sorted(unknown, key=str)[0]
+        raise _err(path, f"{where}.{key}", f"unknown key (allowed: {', '.join(sorted(_RULE_KEYS))})")
+    check = raw.get("check")
+    if not isinstance(check, str) or check not in PARAMS:
+        raise _err(path, f"{where}.check", f"unknown check {check!r} (known: {', '.join(sorted(PARAMS))})")
+    enabled = raw.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise _err(path, f"{where}.enabled", f"{enabled!r} should be true or false")
+    name = raw.get("name", check)
+    if not isinstance(name, str) or not name.strip():
+        raise _err(path, f"{where}.name", f"{name!r} should be a non-empty string")
+    # disabled rules count too: two rules of one name would make the report ambiguous
+    if name in names:
+        raise _err(path, f"{where}.name", f"duplicate rule name {name!r}")
+    names.add(name)
+    severity = raw.get("severity", "fail")
+    if severity not in SEVERITIES:
+        raise _err(path, f"{where}.severity", f"{severity!r} (expected one of {', '.join(SEVERITIES)})")
+    why = raw.get("why", "")
+    if not isinstance(why, str):
+        raise _err(path, f"{where}.why", f"{why!r} should be text")
+    params = raw.get("params")
+    params = {} if params is None else params
+    if not isinstance(params, Mapping):
+        raise _err(path, f"{where}.params", "expected a mapping")
+    allowed = PARAMS[check]
+    for key, value in params.items():
+        if key not in allowed:
+            raise _err(
+                path,
+                f"{where}.params.{key}",
+                f"unknown parameter for check {check!r} (allowed: {', '.join(sorted(allowed)) or 'none'})",
+            )
+        _check_value(path, f"{where}.params.{key}", allowed[key], value)
+    min_effect = raw.get("min_effect")
+    if min_effect is not None:
+        _check_value(path, f"{where}.min_effect", _MIN_EFFECT, min_effect)
+    return Rule(
+        name=name,
+        check=check,
+        severity=severity,
+        params=dict(params),
+        why=why.strip(),
+        min_effect=float(min_effect) if min_effect is not None else None,
+        enabled=enabled,
+    )
+
+
+def _strict_loader() -> type:
+    """A SafeLoader that refuses duplicate mapping keys and aliases/anchors.
+
+    PyYAML keeps the last of two equal keys, so ``severity: info`` after ``severity:
+    fail`` (or a second ``rules:`` block) would silently win; aliases let a few lines
+    expand into gigabytes (a "billion laughs" bomb).  Neither has a use in a rules file.
+    """
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            event = self.peek_event()
+            anchor = getattr(event, "anchor", None)
+            if anchor is not None:
+                what = "alias" if isinstance(event, yaml.AliasEvent) else "anchor"
+                raise yaml.MarkedYAMLError(
+                    problem=f"YAML {what} '{anchor}' is not allowed in a rules file (write the value out)",
+                    problem_mark=event.start_mark,
+                )
+            return super().compose_node(parent, index)
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            if isinstance(node, yaml.MappingNode):
+                seen: dict[Any, int] = {}
+                for key_node, _ in node.value:
+                    key = self.construct_object(key_node, deep=True)
+                    line = key_node.start_mark.line + 1
+                    try:
+                        first = seen.get(key)
+                    except TypeError:  # an unhashable key: the base constructor reports it
+                        continue
+                    if first is not None:
+                        raise yaml.MarkedYAMLError(
+                            problem=f"duplicate key {key!r} (first at line {first}; each key may appear once)",
+                            problem_mark=key_node.start_mark,
+                        )
+                    seen[key] = line
+            return super().construct_mapping(node, deep=deep)
+
+    return StrictLoader
+
+
+def _yaml_error(p: Path, err: Exception) -> AuditorError:
+    mark = getattr(err, "problem_mark", None)
+    line = f":{mark.line + 1}" if mark is not None else ""
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return AuditorError(f"{p}{line}: invalid YAML ({problem})")
 
 
 def load_rules(path: str | Path | None = None) -> Rules:
@@ -191,15 +458,31 @@ def load_rules(path: str | Path | None = None) -> Rules:
     import yaml
 
     p = DEFAULT_RULES_PATH if path is None else Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise AuditorError(f"{p}: rules file not found")
+    if not p.is_file():
+        raise AuditorError(f"{p}: rules file is not a regular file")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise AuditorError(f"{p}{line}: invalid YAML ({problem})") from err
+        with open(p, "rb") as f:
+            raw = f.read(MAX_RULES_BYTES + 1)
+    except OSError as err:
+        raise AuditorError(f"{p}: cannot read rules file ({err.strerror or err})") from err
+    if len(raw) > MAX_RULES_BYTES:
+        raise AuditorError(
+            f"{p}: rules file larger than {MAX_RULES_BYTES} bytes (expected a short YAML file)"
+        )
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         raise AuditorError(f"{p}: not UTF-8 text ({err.reason} at byte {err.start})") from err
-    return parse_rules(data, str(path) if path is not None else "rules/default.yaml")
+    try:
+        data = yaml.load(text, Loader=_strict_loader())  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as err:
+        raise _yaml_error(p, err) from err
+    except RecursionError as err:
+        raise AuditorError(f"{p}: invalid YAML (nested too deeply)") from err
+    return parse_rules(
+        data,
+        str(path) if path is not None else "rules/default.yaml",
+        sha256=hashlib.sha256(raw).hexdigest(),
+    )

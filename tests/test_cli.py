@@ -143,6 +143,8 @@ def test_checks_lists_registry(tmp_path):
         "off_support",
     ):
         assert name in r.stdout
+    # each parameter with its default and the valid range a rules file is held to
+    assert "    permutations=1000  (integer 99..1000000)" in r.stdout.splitlines()
 
 
 @pytest.mark.model

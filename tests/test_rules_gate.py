@@ -28,7 +28,7 @@ def test_default_rules_load_and_describe_multiple_testing():
         ("rules:\n  - check: mmd\n    params: {permutation: 5}\n", "rules[0].params.permutation: unknown parameter"),
         ("rules:\n  - check: mmd\n    colour: red\n", "rules[0].colour: unknown key"),
         ("rules:\n  - check: mmd\n    severity: fatal\n", "rules[0].severity: 'fatal'"),
-        ("rules:\n  - check: mmd\n    params: {permutations: many}\n", "should be a int"),
+        ("rules:\n  - check: mmd\n    params: {permutations: many}\n", "should be an integer"),
         ("alpha: 2\nrules:\n  - check: mmd\n", "alpha: 2 is not a probability"),
         ("extra: 1\nrules:\n  - check: mmd\n", "extra: unknown key"),
         ("rules: []\n", "rules: expected a non-empty list"),
