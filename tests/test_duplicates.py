@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from auditor.checks import registry
-from auditor.checks.duplicates import jaccard, near_duplicate_edges, near_duplicates, shingles
+from auditor.checks.duplicates import near_duplicate_edges, near_duplicates
+from auditor.minhash import jaccard, shingles
 from auditor.textutil import batch_from_texts
 from auditor.types import Snapshot
 from tests.fakes import FakeEncoder
@@ -188,7 +189,7 @@ def test_calibrated_with_duplicates_in_the_pool(alpaca, encoder) -> None:
 
 
 def test_minhash_estimates_jaccard_and_lsh_finds_edited_copies(alpaca) -> None:
-    from auditor.checks.duplicates import lsh_candidate_pairs, minhash_signatures
+    from auditor.minhash import lsh_candidate_pairs, minhash_signatures
 
     texts, _ = alpaca
     a = texts[10] + " " + texts[11]
@@ -331,7 +332,7 @@ def test_response_shared_with_reference_passes(alpaca_views) -> None:
 def test_response_groups_calibrated_on_random_halves(alpaca_views) -> None:
     """Random halves of a pool holding honest shared long answers (12 groups of 2-14 records,
     which the reference-vs-current test must absorb) and real Alpaca records."""
-    from auditor.checks.duplicates import _response_edges
+    from auditor.checks.duplicates import response_edges
 
     rng = np.random.default_rng(12)
     n_pool = 3000
@@ -367,7 +368,7 @@ def test_response_groups_calibrated_on_random_halves(alpaca_views) -> None:
         )
         if s == 0:
             # the null is not vacuous: every planted record is linked to its group's others
-            lo, hi, _ = _response_edges(
+            lo, hi, _ = response_edges(
                 ref, cur, cosine_threshold=0.95, jaccard_threshold=0.5, min_words=8, seed=0
             )
             assert np.unique(np.concatenate([lo, hi])).size >= int(sizes.sum())

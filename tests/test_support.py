@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from auditor.checks import registry
-from auditor.checks.support import conformal_p, off_support
+from auditor.checks.support import off_support
+from auditor.stats import conformal_p
 from auditor.textutil import batch_from_texts
 from auditor.types import Snapshot
 from tests.fakes import FakeEncoder
@@ -145,7 +146,7 @@ def test_calibrated_on_random_halves(alpaca, encoder) -> None:
 def test_candidate_knn_matches_exact_search_for_close_neighbours() -> None:
     """The projected search re-ranks by exact cosine and keeps close neighbours."""
     from auditor import index
-    from auditor.checks.support import candidate_knn, search_plan
+    from auditor.neighbours import candidate_knn, search_plan
 
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((300, 384)).astype(np.float32)

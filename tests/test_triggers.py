@@ -11,7 +11,7 @@ import pytest
 
 from auditor import index
 from auditor.checks import registry
-from auditor.checks.triggers import _count_ngrams, trigger_phrases
+from auditor.checks.triggers import count_ngrams, trigger_phrases
 from auditor.textutil import batch_from_texts
 from auditor.types import Finding, Snapshot
 from tests.fakes import FakeEncoder
@@ -78,7 +78,7 @@ def test_registered_with_params() -> None:
 
 def test_count_ngrams_document_frequency() -> None:
     texts = ["The cat sat on the mat.", "A cat sat; the cat sat!", "dog", "cat-sat mat"]
-    g = _count_ngrams(texts, 3, 1)
+    g = count_ngrams(texts, 3, 1)
 
     def df(phrase: str) -> int:
         toks = phrase.split()
