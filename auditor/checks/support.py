@@ -66,7 +66,11 @@ def _quantiles(x: np.ndarray) -> dict[str, float]:
     return {"q05": round(float(q[0]), 4), "q50": round(float(q[1]), 4), "q95": round(float(q[2]), 4)}
 
 
-@register(CHECK)
+# The reference is split in halves and r = floor(alpha_flag (n_cal + 1)) must be >= 1:
+# at alpha_flag = 0.01 that takes 99 calibration records, 198 in the reference.  The
+# current side alone would need 2 (every one flagged: p = 1/C(101, 2) = 2e-4), but one
+# number serves both sides, and the reference's need is the binding one.
+@register(CHECK, min_records=198)
 def off_support(
     ref: Snapshot,
     cur: Snapshot,
