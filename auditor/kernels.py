@@ -29,6 +29,7 @@ import numpy as np
 
 from auditor.errors import AuditorError
 
+
 def _cuda_driver_present() -> bool:
     # Cheap test before importing torch (seconds): no NVIDIA driver, no CUDA.
     return os.path.exists("/proc/driver/nvidia/version") or bool(os.environ.get("CUDA_VISIBLE_DEVICES"))

@@ -32,6 +32,7 @@ from auditor.report._common import (
     fmt_num,
     fmt_p,
     ordered_findings,
+    raw_p_note,
     rule_label,
     rules_path,
     split_details,
@@ -438,8 +439,7 @@ def _finding_section(
     if not examples:
         examples = [(layout.ids[int(j)], layout.texts[int(j)]) for j in idx[:3]]
 
-    p_raw = f.details.get("p_raw")
-    raw = f" (raw {fmt_p(float(p_raw))})" if isinstance(p_raw, (int, float)) else ""
+    raw = raw_p_note(f)
     out = [
         f'<section class="finding {sev}" id="finding-{i}">',
         f"<h3>#{i} {_sev(sev)} {esc(rule_label(f), 120)}</h3>",
