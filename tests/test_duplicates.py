@@ -375,3 +375,31 @@ def test_response_groups_calibrated_on_random_halves(alpaca_views) -> None:
         findings = near_duplicates(ref, cur, seed=s)
         hits += any(f.p_value < _fail_threshold() for f in findings)
     assert hits <= math.floor(0.1 * n_splits)
+
+
+def test_hashed_pair_jaccard_equals_the_string_sets() -> None:
+    from auditor.minhash import pair_jaccard, shingle_hashes
+
+    texts = ["the quick brown fox jumps over", "the quick brown fox leaps over it", "two words", "two words", ""]
+    values, starts = shingle_hashes(texts)
+    lo, hi = np.array([0, 2, 0, 3]), np.array([1, 3, 2, 4])
+    got = pair_jaccard(values, starts, lo, hi)
+    want = [jaccard(shingles(texts[i]), shingles(texts[j])) for i, j in zip(lo, hi)]
+    assert np.allclose(got, want)
+
+
+def test_min_records_is_where_a_small_p_becomes_possible() -> None:
+    """min_records = 9: at 9 a side, 9 current copies and 1 reference copy form a group with
+    p = 4.1e-4; at 8 a side no group is large enough to be tested and the permutation test
+    alone stops at 1e-3."""
+    assert registry()["near_duplicates"].min_records == 9
+    enc = FakeEncoder()
+    words = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima".split()
+    copy = "please summarise the attached quarterly report in three short bullet points"
+    for m, below in ((8, False), (9, True)):
+        ref_texts = [copy] + [f"{words[i]} {words[(i + 3) % 12]} unrelated note {i}" for i in range(m - 1)]
+        cur_texts = [copy] * m
+        ref = _snap(ref_texts, enc.encode(ref_texts), enc)
+        cur = _snap(cur_texts, enc.encode(cur_texts), enc)
+        best = min((f.p_value for f in near_duplicates(ref, cur, seed=0)), default=1.0)
+        assert (best < 1e-3) is below, (m, best)

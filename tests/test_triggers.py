@@ -186,3 +186,15 @@ def test_empty_inputs() -> None:
     empty = _snapshot([])
     assert trigger_phrases(ref, empty, seed=0) == []
     assert trigger_phrases(empty, ref, seed=0) == []
+
+
+def test_min_records_is_where_a_small_p_becomes_possible() -> None:
+    """min_records = 7: a phrase in every current record and no reference one has Fisher
+    p = 1/C(2m, m), 1.1e-3 at 6 records a side and 2.9e-4 at 7."""
+    assert registry()["triggers"].min_records == 7
+    for m, below in ((6, False), (7, True)):
+        ref = _snapshot([f"word{i}" for i in range(m)])
+        cur = _snapshot(["zulu"] * m)
+        found = trigger_phrases(ref, cur, seed=0)
+        assert [f.details["phrase"] for f in found] == ["zulu"]
+        assert (found[0].p_value < 1e-3) is below, (m, found[0].p_value)
