@@ -72,7 +72,6 @@ from auditor.types import Finding, Snapshot
 CHECK = "near_duplicates"
 
 EXAMPLES = 3
-EXAMPLE_CHARS = 200
 # pairwise statistics of a group are computed on at most this many members
 PAIRWISE_MAX = 50
 # two prompts whose word sets overlap this much are edits of one prompt (group summaries)

@@ -60,7 +60,6 @@ from auditor.types import Finding, Snapshot
 CHECK = "flipped_responses"
 
 EXAMPLES = 3
-EXAMPLE_CHARS = 200
 MERGE_OVERLAP = 0.8
 # links per record when grouping responses: components need only a few to connect
 GROUP_LINKS = 16
