@@ -512,7 +512,6 @@ def load_encoder(model_dir: str | Path | None = None, *, device: str = "auto") -
     """
     if device != "auto":
         resolve_device(device)  # an unusable --device fails here, before any work
-    kernels.set_default_device(device)
     if model_dir is not None and str(model_dir) in STATIC_ALIASES and not Path(model_dir).exists():
         return StaticEncoder(static_model_dir(), name="tokenlearn-static-model")
     if model_dir:

@@ -92,20 +92,3 @@ def knn(index_vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndar
     sims, idx = index.search(q, k)
     return sims, idx.astype(np.int64)
 
-
-def range_search(
-    index_vectors: np.ndarray, queries: np.ndarray, threshold: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """All index rows with cosine similarity > ``threshold`` to each query.
-
-    Returns ``(lims, sims, idx)`` in faiss's CSR layout: the neighbours of query ``i`` are
-    ``idx[lims[i]:lims[i + 1]]`` with similarities ``sims[lims[i]:lims[i + 1]]`` (unsorted).
-    """
-    base = normalize(index_vectors)
-    q = normalize(queries)
-    if base.shape[1] != q.shape[1]:
-        raise ValueError(f"dimension mismatch: index {base.shape[1]}, queries {q.shape[1]}")
-    index = faiss.IndexFlatIP(base.shape[1])
-    index.add(base)
-    lims, sims, idx = index.range_search(q, float(threshold))
-    return lims.astype(np.int64), sims, idx.astype(np.int64)

@@ -14,8 +14,8 @@ kernel that approximates the RBF one, so its permutation test is exactly valid t
 only loses a little power (measured in benchmarks/RESULTS.md).
 
 Device: torch is imported only for a CUDA device (or when a caller asks for it), so a
-CPU-only audit never pays for importing torch.  ``set_default_device`` lets the pipeline
-pass ``--device`` down to the checks.
+CPU-only audit never pays for importing torch.  The device is always an argument: the
+gate passes ``--device`` to the checks that take one, never through module state.
 """
 
 from __future__ import annotations
@@ -29,18 +29,6 @@ import numpy as np
 
 from auditor.errors import AuditorError
 
-_DEFAULT_DEVICE = "auto"
-
-
-def set_default_device(device: str) -> None:
-    """The device checks use when theirs is "auto" (the CLI's --device sets it)."""
-    global _DEFAULT_DEVICE
-    _DEFAULT_DEVICE = device
-
-
-def default_device() -> str:
-    return _DEFAULT_DEVICE
-
 
 def _cuda_driver_present() -> bool:
     # Cheap test before importing torch (seconds): no NVIDIA driver, no CUDA.
@@ -49,8 +37,6 @@ def _cuda_driver_present() -> bool:
 
 def resolve_device(device: str = "auto") -> str:
     """'auto' -> 'cuda' when a CUDA device is usable, else 'cpu'; 'cuda' without one is an error."""
-    if device == "auto" and _DEFAULT_DEVICE != "auto":
-        device = _DEFAULT_DEVICE
     if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
         raise AuditorError(f"--device: unknown device {device!r} (expected auto, cpu, cuda or cuda:N)")
     if device == "cpu":

@@ -52,16 +52,6 @@ def fisher_exact_less(a: int, b: int, c: int, d: int) -> float:
     return float(_st.hypergeom.cdf(a, a + b + c + d, a + c, a + b))
 
 
-def mann_whitney_auc(scores_pos: np.ndarray, scores_neg: np.ndarray) -> float:
-    """AUC = P(score_pos > score_neg) + 0.5 P(tie), via ranks (O(n log n))."""
-    n1, n0 = len(scores_pos), len(scores_neg)
-    if n1 == 0 or n0 == 0:
-        return float("nan")
-    ranks = _st.rankdata(np.concatenate([scores_pos, scores_neg]))
-    u = ranks[:n1].sum() - n1 * (n1 + 1) / 2
-    return float(u / (n1 * n0))
-
-
 def stratified_auc_test(
     scores: np.ndarray, labels: np.ndarray, strata: np.ndarray
 ) -> tuple[float, float]:
@@ -96,6 +86,21 @@ def stratified_auc_test(
     return float(u_sum / n_pairs), float(_st.norm.sf(z))
 
 
-def binomial_greater(k: int, n: int, p: float) -> float:
-    """P(X >= k) for X ~ Binomial(n, p)."""
-    return float(_st.binom.sf(k - 1, n, p))
+
+def share_ratio(a: int, b: int, n_cur: int, n_ref: int) -> float:
+    """Current share over reference share of a group (``a`` of ``n_cur``, ``b`` of ``n_ref``).
+
+    The Haldane-Anscombe 0.5 keeps the ratio finite for groups absent from one side.
+    """
+    return ((a + 0.5) / (n_cur + 0.5)) / ((b + 0.5) / (n_ref + 0.5))
+
+
+def conformal_p(null: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Conformal p-value ``(1 + #{null >= s}) / (n + 1)`` of each score ``s``.
+
+    Exact under exchangeability of the null and test scores (Vovk et al. 2005; Bates et
+    al. 2023, Ann. Statist. 51:149), never zero.
+    """
+    srt = np.sort(np.asarray(null, dtype=np.float64))
+    n_ge = srt.size - np.searchsorted(srt, np.asarray(scores, dtype=np.float64), side="left")
+    return (1.0 + n_ge) / (srt.size + 1.0)

@@ -19,7 +19,8 @@ import pytest
 
 from auditor import index
 from auditor.checks import registry
-from auditor.checks.clusters import cluster_enrichment, cluster_tests, enriched_groups, resolutions
+from auditor.checks.clusters import cluster_enrichment
+from auditor.enrichment import cluster_tests, enriched_groups, resolutions
 from auditor.planted import TOPICS
 from auditor.textutil import batch_from_texts, content_hash
 from auditor.types import Finding, ModelInfo, Snapshot
@@ -265,10 +266,6 @@ def test_index_knn_is_exact() -> None:
     expect = np.argsort(-(qn @ bn.T), axis=1)[:, :5]
     assert np.array_equal(idx, expect)
     assert np.allclose(sims, np.take_along_axis(qn @ bn.T, expect, axis=1), atol=1e-5)
-    lims, rs, ri = index.range_search(base, q[:3], 0.3)
-    for i in range(3):
-        got = set(ri[lims[i] : lims[i + 1]].tolist())
-        assert got == set(np.nonzero(qn[i] @ bn.T > 0.3)[0].tolist())
 
 
 def test_null_splits_are_calibrated(alpaca) -> None:
@@ -285,3 +282,67 @@ def test_null_splits_are_calibrated(alpaca) -> None:
         ps = [f.p_value for f in cluster_enrichment(ref, cur, seed=s) if f.p_value is not None]
         hits += bool(ps) and min(ps) < GATE_LEVEL
     assert hits / 20 <= 0.10
+
+
+def test_min_records_is_where_a_small_p_becomes_possible() -> None:
+    """min_records = 8: below 16 records in the union there is no resolution to test; at 8 a
+    side a cluster of every current record and no reference one reaches BH-adjusted p < 1e-3."""
+    assert registry()["clusters"].min_records == 8
+    rng = np.random.default_rng(3)
+    for m, found in ((7, False), (8, True)):
+        # reference spread over three directions, current tight around a fourth
+        ref_emb = np.eye(16)[rng.integers(0, 3, size=m)] + 0.05 * rng.standard_normal((m, 16))
+        cur_emb = np.eye(16)[[5] * m] + 0.05 * rng.standard_normal((m, 16))
+        texts = [f"record number {i}" for i in range(2 * m)]
+        emb = np.concatenate([ref_emb, cur_emb]).astype(np.float32)
+        ref = _snap(texts, emb, np.arange(m), "r")
+        cur = _snap(texts, emb, np.arange(m, 2 * m), "c")
+        best = min((f.p_value for f in cluster_enrichment(ref, cur, seed=0)), default=1.0)
+        assert (best < 1e-3) is found, (m, best)
+
+
+def test_one_labeller_names_a_group_by_its_distinctive_words() -> None:
+    from auditor.terms import Background, label_tokens, phrase_words, top_terms
+
+    # stopwords ("don't", "the") and bare numbers are not labels; an inner apostrophe stays
+    assert label_tokens("Don't write 42 poems, the POEM-writer's pen") == ["write", "poems", "poem", "writer's", "pen"]
+    # the ASCII fast path and the Unicode regex split words the same way
+    for text in ("tango-delta, ok_go! it's 3x", "Ünïcode café—naïve_test"):
+        assert phrase_words(text) == re.findall(r"[^\W_]+", text.lower())
+    texts = [f"write a poem about the sea {i}" for i in range(10)] + [f"sort a list in python {i}" for i in range(30)]
+    bg = Background.of(texts)
+    assert top_terms(texts[:10], bg, n_groups=4, k=2) == ["poem", "sea"]
+    assert set(top_terms(texts[10:], bg, n_groups=4, k=3)) == {"sort", "list", "python"}
+    assert top_terms(["a the of"], bg, n_groups=4) == []
+
+
+def test_pca_matches_svd_and_fixes_signs() -> None:
+    from auditor.pca import pca
+
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((500, 6)) * [5, 3, 2, 1, 0.5, 0.1]).astype(np.float32)
+    p = pca(x, 3)
+    xc = x - x.mean(axis=0)
+    _, s, vt = np.linalg.svd(xc.astype(np.float64), full_matrices=False)
+    assert np.allclose(p.explained, s[:3] ** 2 / (s**2).sum(), atol=1e-5)
+    assert np.allclose(np.abs(p.coords), np.abs(xc @ vt[:3].T), atol=1e-3)
+    # axis signs come from the scatter matrix, not from the solver: -x has the same axes,
+    # and shuffled rows project to the same points
+    assert np.allclose(pca(-x, 3).coords, -p.coords, atol=1e-3)
+    order = rng.permutation(500)
+    assert np.allclose(pca(x[order], 3).coords, p.coords[order], atol=1e-3)
+    padded = pca(x[:, :1], 2)
+    assert padded.coords.shape == (500, 2) and np.all(padded.coords[:, 1] == 0)
+    with pytest.raises(ValueError):
+        pca(x, 2, fit_rows=100)
+
+
+def test_registry_does_not_hide_a_missing_dependency(monkeypatch) -> None:
+    import sys
+
+    # polars missing: the near-duplicate family cannot import, and the registry says so
+    monkeypatch.setitem(sys.modules, "polars", None)
+    for mod in ("auditor.checks.duplicates", "auditor.minhash"):
+        monkeypatch.delitem(sys.modules, mod, raising=False)
+    with pytest.raises(ModuleNotFoundError):
+        registry()

@@ -86,3 +86,30 @@ def test_classifier_null_not_significant(seed):
     rng = np.random.default_rng(100 + seed)
     f = classifier(snap(rng.normal(size=(200, 16)), "r"), snap(rng.normal(size=(200, 16)), "c"), seed=seed)[0]
     assert f.p_value > 0.001
+
+
+def test_mmd_min_records_is_where_a_small_p_becomes_possible() -> None:
+    """min_records = 7: with 6 records a side the 462 labellings (up to swapping sides) keep
+    even perfectly separated samples above 1e-3; with 7 (1,716 labellings) they go below."""
+    from auditor.checks import registry
+
+    assert registry()["mmd"].min_records == 7
+    rng = np.random.default_rng(0)
+    for m, below in ((6, False), (7, True)):
+        x = rng.normal(size=(m, 16)) + 5.0
+        y = rng.normal(size=(m, 16)) - 5.0
+        f = mmd(snap(x, "r"), snap(y, "c"), seed=1, permutations=49999, device="cpu")[0]
+        assert (f.p_value < 1e-3) is below, (m, f.p_value)
+
+
+def test_classifier_min_records_is_where_a_small_p_becomes_possible() -> None:
+    """min_records = 9: perfect separation over stratified folds reaches p < 1e-3 at 9 a side, not at 8."""
+    from auditor.checks import registry
+
+    assert registry()["classifier"].min_records == 9
+    rng = np.random.default_rng(0)
+    for m, below in ((8, False), (9, True)):
+        x = rng.normal(size=(m, 16)) * 0.01 + np.eye(16)[0]
+        y = rng.normal(size=(m, 16)) * 0.01 + np.eye(16)[1]
+        f = classifier(snap(x, "r"), snap(y, "c"), seed=0)[0]
+        assert f.statistic == 1.0 and (f.p_value < 1e-3) is below, (m, f.p_value)

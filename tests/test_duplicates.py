@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from auditor.checks import registry
-from auditor.checks.duplicates import jaccard, near_duplicate_edges, near_duplicates, shingles
+from auditor.checks.duplicates import near_duplicate_edges, near_duplicates
+from auditor.minhash import jaccard, shingles
 from auditor.textutil import batch_from_texts
 from auditor.types import Snapshot
 from tests.fakes import FakeEncoder
@@ -188,7 +189,7 @@ def test_calibrated_with_duplicates_in_the_pool(alpaca, encoder) -> None:
 
 
 def test_minhash_estimates_jaccard_and_lsh_finds_edited_copies(alpaca) -> None:
-    from auditor.checks.duplicates import lsh_candidate_pairs, minhash_signatures
+    from auditor.minhash import lsh_candidate_pairs, minhash_signatures
 
     texts, _ = alpaca
     a = texts[10] + " " + texts[11]
@@ -331,7 +332,7 @@ def test_response_shared_with_reference_passes(alpaca_views) -> None:
 def test_response_groups_calibrated_on_random_halves(alpaca_views) -> None:
     """Random halves of a pool holding honest shared long answers (12 groups of 2-14 records,
     which the reference-vs-current test must absorb) and real Alpaca records."""
-    from auditor.checks.duplicates import _response_edges
+    from auditor.checks.duplicates import response_edges
 
     rng = np.random.default_rng(12)
     n_pool = 3000
@@ -367,10 +368,38 @@ def test_response_groups_calibrated_on_random_halves(alpaca_views) -> None:
         )
         if s == 0:
             # the null is not vacuous: every planted record is linked to its group's others
-            lo, hi, _ = _response_edges(
+            lo, hi, _ = response_edges(
                 ref, cur, cosine_threshold=0.95, jaccard_threshold=0.5, min_words=8, seed=0
             )
             assert np.unique(np.concatenate([lo, hi])).size >= int(sizes.sum())
         findings = near_duplicates(ref, cur, seed=s)
         hits += any(f.p_value < _fail_threshold() for f in findings)
     assert hits <= math.floor(0.1 * n_splits)
+
+
+def test_hashed_pair_jaccard_equals_the_string_sets() -> None:
+    from auditor.minhash import pair_jaccard, shingle_hashes
+
+    texts = ["the quick brown fox jumps over", "the quick brown fox leaps over it", "two words", "two words", ""]
+    values, starts = shingle_hashes(texts)
+    lo, hi = np.array([0, 2, 0, 3]), np.array([1, 3, 2, 4])
+    got = pair_jaccard(values, starts, lo, hi)
+    want = [jaccard(shingles(texts[i]), shingles(texts[j])) for i, j in zip(lo, hi)]
+    assert np.allclose(got, want)
+
+
+def test_min_records_is_where_a_small_p_becomes_possible() -> None:
+    """min_records = 9: at 9 a side, 9 current copies and 1 reference copy form a group with
+    p = 4.1e-4; at 8 a side no group is large enough to be tested and the permutation test
+    alone stops at 1e-3."""
+    assert registry()["near_duplicates"].min_records == 9
+    enc = FakeEncoder()
+    words = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima".split()
+    copy = "please summarise the attached quarterly report in three short bullet points"
+    for m, below in ((8, False), (9, True)):
+        ref_texts = [copy] + [f"{words[i]} {words[(i + 3) % 12]} unrelated note {i}" for i in range(m - 1)]
+        cur_texts = [copy] * m
+        ref = _snap(ref_texts, enc.encode(ref_texts), enc)
+        cur = _snap(cur_texts, enc.encode(cur_texts), enc)
+        best = min((f.p_value for f in near_duplicates(ref, cur, seed=0)), default=1.0)
+        assert (best < 1e-3) is below, (m, best)

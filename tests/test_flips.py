@@ -167,3 +167,32 @@ def test_calibrated_with_several_honest_answers_per_prompt(alpaca, encoder) -> N
     assert hits <= math.floor(0.1 * n_splits)
     # report_alpha=1 returns every group: the matched sets were large, the test had data
     assert matched and min(matched) >= 100
+
+
+def test_min_records_is_where_a_small_p_becomes_possible() -> None:
+    """min_records = 14: the reference's records pair up into at most m/2 units, and so do the
+    current records matched to them; every current answer reversed gives the exact
+    Mann-Whitney floor, 1/C(14, 7) = 2.9e-4 at 14 a side and 1/C(12, 6) = 1.1e-3 at 13."""
+    from auditor.types import ModelInfo
+
+    assert registry()["flipped_responses"].min_records == 14
+    rng = np.random.default_rng(0)
+    model = ModelInfo("test", "0" * 64, 64)
+
+    def snap(prompts: np.ndarray, responses: np.ndarray, tag: str) -> Snapshot:
+        n = len(prompts)
+        p_txt = [f"{tag} prompt {i}" for i in range(n)]
+        r_txt = [f"{tag} answer {i}" for i in range(n)]
+        batch = batch_from_texts([f"{p}\n{r}" for p, r in zip(p_txt, r_txt)], prompts=p_txt, responses=r_txt)
+        views = {"prompt": prompts.astype(np.float32), "response": responses.astype(np.float32)}
+        return Snapshot(batch=batch, embeddings=views["prompt"], model=model, views=views)
+
+    for m, below in ((13, False), (14, True)):
+        topic = np.arange(m) // 2  # reference prompts in near-identical pairs
+        ref_p = np.eye(64)[topic] + 0.01 * rng.standard_normal((m, 64))
+        ref_r = np.eye(64)[32 + topic] + 0.05 * rng.standard_normal((m, 64))
+        cur_p = ref_p + 0.01 * rng.standard_normal((m, 64))
+        cur_r = -np.eye(64)[32 + topic] + 0.05 * rng.standard_normal((m, 64))
+        found = flipped_responses(snap(ref_p, ref_r, "r"), snap(cur_p, cur_r, "c"), seed=0, min_null=m)
+        best = min((f.p_value for f in found), default=1.0)
+        assert (best < 1e-3) is below, (m, best)

@@ -39,7 +39,6 @@ def test_auto_device_is_cpu_and_cuda_is_a_clear_error_without_cuda(monkeypatch):
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(kernels, "_DEFAULT_DEVICE", "auto")
     assert kernels.resolve_device("auto") == "cpu"
     assert kernels.resolve_device("cpu") == "cpu"
     with pytest.raises(AuditorError, match="CUDA is not available"):
@@ -58,7 +57,6 @@ def test_auto_device_is_cpu_and_cuda_is_a_clear_error_without_cuda(monkeypatch):
 
 
 def test_auto_device_without_a_driver_does_not_import_torch(monkeypatch):
-    monkeypatch.setattr(kernels, "_DEFAULT_DEVICE", "auto")
     monkeypatch.setattr(kernels, "_cuda_driver_present", lambda: False)
     monkeypatch.delitem(sys.modules, "torch", raising=False)
     assert kernels.resolve_device("auto") == "cpu"

@@ -56,4 +56,24 @@ def test_stratified_auc_null_is_uniform_and_detects_shift():
     scores = rng.normal(size=200) + labels * 1.0
     auc, p = stats.stratified_auc_test(scores, labels, np.zeros(200, int))
     assert auc > 0.65 and p < 1e-5
-    assert abs(auc - stats.mann_whitney_auc(scores[labels == 1], scores[labels == 0])) < 1e-12
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    # one stratum: the AUC is P(pos > neg) over all pairs
+    pairs = (pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean()
+    assert abs(auc - pairs) < 1e-12
+
+
+@given(
+    st.lists(st.floats(-5, 5), min_size=1, max_size=30),
+    st.lists(st.floats(-5, 5), min_size=1, max_size=10),
+)
+@settings(max_examples=100, deadline=None)
+def test_conformal_p_counts_null_scores_at_least_as_large(null, scores):
+    p = stats.conformal_p(np.array(null), np.array(scores))
+    want = [(1 + sum(v >= s for v in null)) / (len(null) + 1) for s in scores]
+    assert np.allclose(p, want)
+
+
+def test_share_ratio_is_finite_and_symmetric() -> None:
+    assert stats.share_ratio(10, 10, 100, 100) == 1.0
+    assert stats.share_ratio(20, 0, 100, 100) == 41.0  # (20.5 / 100.5) / (0.5 / 100.5)
+    assert np.isclose(stats.share_ratio(3, 7, 50, 80), 1 / stats.share_ratio(7, 3, 80, 50))

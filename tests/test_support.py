@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from auditor.checks import registry
-from auditor.checks.support import conformal_p, off_support
+from auditor.checks.support import off_support
+from auditor.stats import conformal_p
 from auditor.textutil import batch_from_texts
 from auditor.types import Snapshot
 from tests.fakes import FakeEncoder
@@ -145,7 +146,7 @@ def test_calibrated_on_random_halves(alpaca, encoder) -> None:
 def test_candidate_knn_matches_exact_search_for_close_neighbours() -> None:
     """The projected search re-ranks by exact cosine and keeps close neighbours."""
     from auditor import index
-    from auditor.checks.support import candidate_knn, search_plan
+    from auditor.neighbours import candidate_knn, search_plan
 
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((300, 384)).astype(np.float32)
@@ -167,3 +168,35 @@ def test_candidate_knn_matches_exact_search_for_close_neighbours() -> None:
     assert search_plan(10_000, 10_000, 384) == 64
     s, i = candidate_knn(base, queries, 3, proj_dim=None, seed=1)
     assert np.array_equal(i, exact_i)
+
+
+def test_neighbour_pairs_link_each_row_to_its_nearest_others() -> None:
+    from auditor.graph import components
+    from auditor.neighbours import neighbour_pairs
+
+    rng = np.random.default_rng(0)
+    # two tight groups far apart: few links per row still connect each group, never both
+    x = np.concatenate([np.eye(8)[0] + 0.01 * rng.standard_normal((20, 8)), np.eye(8)[1] + 0.01 * rng.standard_normal((15, 8))])
+    rows, cols, sims = neighbour_pairs(x, 3, seed=0)
+    assert rows.size == 35 * 3 and not np.any(rows == cols)
+    keep = sims > 0.9
+    labels = components(rows[keep], cols[keep], 35)
+    assert np.unique(labels[:20]).size == 1 and np.unique(labels[20:]).size == 1 and labels[0] != labels[20]
+    assert neighbour_pairs(x[:1], 3, seed=0)[0].size == 0
+    # no edges: every node its own component
+    assert components(np.zeros(0, np.int64), np.zeros(0, np.int64), 3).tolist() == [0, 1, 2]
+
+
+def test_min_records_is_where_a_small_p_becomes_possible() -> None:
+    """min_records = 198: half the reference calibrates, and alpha_flag = 0.01 needs 99
+    calibration records before any record can be called off-support."""
+    assert registry()["off_support"].min_records == 198
+    enc = FakeEncoder()
+    rng = np.random.default_rng(1)
+    for m, below in ((197, False), (198, True)):
+        ref_emb = np.eye(64)[0] + 0.3 * rng.standard_normal((m, 64))
+        cur_emb = np.eye(64)[1] + 0.3 * rng.standard_normal((m, 64))
+        ref = _snap([f"r{i}" for i in range(m)], ref_emb, enc)
+        cur = _snap([f"c{i}" for i in range(m)], cur_emb, enc)
+        best = min((f.p_value for f in off_support(ref, cur, seed=0)), default=1.0)
+        assert (best < 1e-3) is below, (m, best)

@@ -11,7 +11,7 @@ import pytest
 
 from auditor import index
 from auditor.checks import registry
-from auditor.checks.triggers import _count_ngrams, trigger_phrases
+from auditor.checks.triggers import count_ngrams, trigger_phrases
 from auditor.textutil import batch_from_texts
 from auditor.types import Finding, Snapshot
 from tests.fakes import FakeEncoder
@@ -78,7 +78,7 @@ def test_registered_with_params() -> None:
 
 def test_count_ngrams_document_frequency() -> None:
     texts = ["The cat sat on the mat.", "A cat sat; the cat sat!", "dog", "cat-sat mat"]
-    g = _count_ngrams(texts, 3, 1)
+    g = count_ngrams(texts, 3, 1)
 
     def df(phrase: str) -> int:
         toks = phrase.split()
@@ -186,3 +186,15 @@ def test_empty_inputs() -> None:
     empty = _snapshot([])
     assert trigger_phrases(ref, empty, seed=0) == []
     assert trigger_phrases(empty, ref, seed=0) == []
+
+
+def test_min_records_is_where_a_small_p_becomes_possible() -> None:
+    """min_records = 7: a phrase in every current record and no reference one has Fisher
+    p = 1/C(2m, m), 1.1e-3 at 6 records a side and 2.9e-4 at 7."""
+    assert registry()["triggers"].min_records == 7
+    for m, below in ((6, False), (7, True)):
+        ref = _snapshot([f"word{i}" for i in range(m)])
+        cur = _snapshot(["zulu"] * m)
+        found = trigger_phrases(ref, cur, seed=0)
+        assert [f.details["phrase"] for f in found] == ["zulu"]
+        assert (found[0].p_value < 1e-3) is below, (m, found[0].p_value)

@@ -44,18 +44,27 @@ Method:
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
 from scipy import sparse
-from scipy.sparse.csgraph import connected_components
 from scipy.stats import hypergeom
 
 from auditor import index
 from auditor.checks import register
+from auditor.graph import components
+from auditor.minhash import (
+    WORD_RE,
+    jaccard,
+    lsh_candidate_pairs,
+    pair_jaccard,
+    shingle_hashes,
+    shingles,
+    signatures,
+    words,
+)
 from auditor.stats import benjamini_hochberg, permutation_p_value
 from auditor.textutil import excerpt
 from auditor.types import Finding, Snapshot
@@ -63,141 +72,14 @@ from auditor.types import Finding, Snapshot
 CHECK = "near_duplicates"
 
 EXAMPLES = 3
-EXAMPLE_CHARS = 200
 # pairwise statistics of a group are computed on at most this many members
 PAIRWISE_MAX = 50
-_WORD = re.compile(r"\w+")
 # two prompts whose word sets overlap this much are edits of one prompt (group summaries)
 PROMPT_SAME_WORDS = 0.7
 # MinHash LSH: 20 bands of 2 rows (40 hash functions): a pair at Jaccard 0.5 is a
 # candidate with probability 1 - 0.75^20 = 0.997, one at 0.05 with probability 0.05
 _BANDS = 20
 _ROWS = 2
-_BUCKET_SPAN = 32
-_MIX1 = np.uint64(0x9E3779B97F4A7C15)
-_MIX2 = np.uint64(0xC2B2AE3D27D4EB4F)
-
-
-def _truncate(text: str, n: int = EXAMPLE_CHARS) -> str:
-    return excerpt(text, n)
-
-
-def shingles(text: str, n: int = 3) -> frozenset[str]:
-    """Word n-shingles of lower-cased text; texts shorter than n words give one shingle."""
-    words = _WORD.findall(text.lower())
-    if len(words) < n:
-        return frozenset([" ".join(words)])
-    return frozenset(" ".join(words[i : i + n]) for i in range(len(words) - n + 1))
-
-
-def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
-    """|a & b| / |a | b| (1.0 for two empty sets)."""
-    union = len(a | b)
-    return len(a & b) / union if union else 1.0
-
-
-def _shingle_hashes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Hashed word 3-shingles of every text (as in :func:`shingles`), concatenated.
-
-    Returns ``(values, starts)``: 32-bit values as uint64, and the offset of each text's
-    first shingle; every text has at least one (texts under three words get one shingle of
-    what they have).
-    """
-    # polars tokenises and hashes in native code: ~5x faster than a Python loop over words
-    words = pl.Series("text", list(texts), dtype=pl.String).str.to_lowercase().str.extract_all(r"\w+")
-    lengths = words.list.len().fill_null(0).to_numpy().astype(np.int64)
-    wh = words.explode().drop_nulls().hash(seed=0).to_numpy().astype(np.uint64)
-    ends = np.cumsum(lengths)
-    n_words = int(wh.size)
-    if n_words >= 3:
-        # word i starts a shingle when words i+1 and i+2 belong to the same text
-        tid = np.repeat(np.arange(len(texts), dtype=np.int32), lengths)
-        long_ok = tid[:-2] == tid[2:]
-        del tid
-        # uint64 arithmetic wraps: a cheap, order-sensitive mix of three word hashes
-        sh_long = ((wh[:-2] * _MIX1) ^ (wh[1:-1] * _MIX2) ^ wh[2:])[long_ok]
-        tid_long = np.repeat(np.arange(len(texts), dtype=np.int64), np.maximum(lengths - 2, 0))
-        del long_ok
-    else:
-        sh_long, tid_long = np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64)
-    short = np.flatnonzero(lengths < 3)
-    sh_short = np.zeros(short.size, dtype=np.uint64)
-    for j, t in enumerate(short):
-        w = wh[ends[t] - lengths[t] : ends[t]]
-        if w.size:
-            sh_short[j] = np.bitwise_xor.reduce(w * np.array([_MIX1, _MIX2][: w.size], dtype=np.uint64))
-    del wh
-    values = np.concatenate([sh_long, sh_short])
-    owner = np.concatenate([tid_long, short])
-    del sh_long, tid_long
-    if short.size:
-        order = np.argsort(owner, kind="stable")
-        values, owner = values[order], owner[order]
-    values = (values >> np.uint64(32)) ^ (values & np.uint64(0xFFFFFFFF))
-    starts = np.searchsorted(owner, np.arange(len(texts)))
-    return values, starts
-
-
-def minhash_signatures(texts: Sequence[str], *, num_perm: int, seed: int) -> np.ndarray:
-    """MinHash signatures (Broder 1997) of the texts' word 3-shingle sets, shape (n, num_perm).
-
-    Hash family: ``(a x + b) mod 2^32`` on 32-bit shingle hashes, odd ``a`` and ``b`` drawn
-    from ``seed`` (each an odd-multiplier bijection of the 32-bit hashes; 32-bit arithmetic
-    is ~4x faster than 64-bit here).  The fraction of equal columns of two signatures
-    estimates the Jaccard similarity of the two sets; on edited Alpaca pairs the estimate
-    is unbiased with the binomial spread sqrt(J(1 - J)/num_perm).
-    """
-    values, starts = _shingle_hashes(texts)
-    return _minhash(values, starts, num_perm=num_perm, seed=seed)
-
-
-def _minhash(values: np.ndarray, starts: np.ndarray, *, num_perm: int, seed: int) -> np.ndarray:
-    x = values.astype(np.uint32)
-    rng = np.random.default_rng(seed)
-    a = rng.integers(0, 2**32, size=num_perm, dtype=np.uint64).astype(np.uint32) | np.uint32(1)
-    b = rng.integers(0, 2**32, size=num_perm, dtype=np.uint64).astype(np.uint32)
-    sig = np.empty((len(starts), num_perm), dtype=np.uint32)
-    if len(starts) == 0:
-        return sig
-    for j in range(num_perm):
-        # one hash function at a time, in place: one n_shingles temporary
-        h = x * a[j]
-        h += b[j]
-        sig[:, j] = np.minimum.reduceat(h, starts)
-    return sig
-
-
-def lsh_candidate_pairs(sig: np.ndarray, *, bands: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs ``(lo, hi)`` of rows whose signatures agree on all ``rows`` values of some band.
-
-    Banding (Indyk & Motwani 1998; Leskovec et al., Mining of Massive Datasets, ch. 3): a
-    pair of Jaccard similarity J is a candidate with probability 1 - (1 - J^rows)^bands.
-    Within a bucket, pairs are formed between rows at most ``_BUCKET_SPAN`` apart in sorted
-    order, so a bucket of thousands of identical texts costs linear, not quadratic, work
-    and still ends up in one connected component.
-    """
-    n = sig.shape[0]
-    found: list[np.ndarray] = []
-    for band in range(bands):
-        cols = sig[:, band * rows : (band + 1) * rows].astype(np.uint64)
-        key = cols[:, 0].copy()
-        for c in range(1, cols.shape[1]):
-            key = (key * _MIX1) ^ cols[:, c]
-        order = np.argsort(key, kind="stable")
-        ks = key[order]
-        for off in range(1, min(_BUCKET_SPAN, n - 1) + 1):
-            same = ks[off:] == ks[:-off]
-            # keys are sorted, so once no run is longer than `off` none is longer than off + 1
-            if not same.any():
-                break
-            found.append(np.stack([order[:-off][same], order[off:][same]]))
-    if not found:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty
-    pairs = np.concatenate(found, axis=1)
-    lo, hi = np.minimum(pairs[0], pairs[1]), np.maximum(pairs[0], pairs[1])
-    uniq = np.unique(lo.astype(np.int64) * n + hi)
-    return uniq // n, uniq % n
 
 
 def near_duplicate_edges(
@@ -222,9 +104,8 @@ def near_duplicate_edges(
     empty = np.zeros(0, dtype=np.int64)
     if n < 2:
         return empty, empty, np.zeros(0), np.zeros(0)
-    values, starts = _shingle_hashes(texts)
-    ends = np.append(starts[1:], values.size)
-    sig = _minhash(values, starts, num_perm=_BANDS * _ROWS, seed=seed)
+    values, starts = shingle_hashes(texts)
+    sig = signatures(values, starts, num_perm=_BANDS * _ROWS, seed=seed)
     lo, hi = lsh_candidate_pairs(sig, bands=_BANDS, rows=_ROWS)
     cos = np.full(lo.size, np.nan, dtype=np.float64)
     if emb is not None:
@@ -235,20 +116,7 @@ def near_duplicate_edges(
             cos[sl] = np.einsum("ij,ij->i", index.normalize(emb[lo[sl]]), index.normalize(emb[hi[sl]]))
         keep = cos >= cosine_threshold
         lo, hi, cos = lo[keep], hi[keep], cos[keep]
-    cache: dict[int, np.ndarray] = {}
-
-    def sh(i: int) -> np.ndarray:
-        got = cache.get(i)
-        if got is None:
-            got = cache[i] = np.unique(values[starts[i] : ends[i]])
-        return got
-
-    def jac_hashed(i: int, j: int) -> float:
-        a, b = sh(i), sh(j)
-        inter = np.intersect1d(a, b, assume_unique=True).size
-        return inter / (a.size + b.size - inter)
-
-    jac = np.array([jac_hashed(int(i), int(j)) for i, j in zip(lo, hi)], dtype=np.float64)
+    jac = pair_jaccard(values, starts, lo, hi)
     ok = jac >= jaccard_threshold
     return lo[ok], hi[ok], cos[ok], jac[ok]
 
@@ -316,7 +184,7 @@ def _pairwise_means(emb: np.ndarray, texts: Sequence[str]) -> tuple[float, float
     return float(np.mean(cos[iu])), float(np.mean(jac))
 
 
-def _response_edges(
+def response_edges(
     ref: Snapshot,
     cur: Snapshot,
     *,
@@ -337,7 +205,7 @@ def _response_edges(
     responses = tuple(r_ref) + tuple(r_cur)
     # polars counts words in native code (a Python regex loop costs ~0.7 s at 20,000)
     n_words = (
-        pl.Series("r", list(responses), dtype=pl.String).str.count_matches(r"\w+").fill_null(0).to_numpy()
+        pl.Series("r", list(responses), dtype=pl.String).str.count_matches(WORD_RE.pattern).fill_null(0).to_numpy()
     )
     long_rows = np.flatnonzero(n_words >= min_words)
     empty = np.zeros(0, dtype=np.int64)
@@ -361,24 +229,24 @@ def _distinct(texts: Sequence[str], threshold: float = PROMPT_SAME_WORDS) -> int
     """Number of groups of different texts: word-set Jaccard >= ``threshold`` links two
     texts (transitively).  Word sets, not 3-shingles, so a one-word edit of a short prompt
     still counts as the same prompt."""
-    words = [frozenset(_WORD.findall(t.lower())) for t in texts]
+    word_sets = [frozenset(words(t)) for t in texts]
     pairs = [
         (a, b)
-        for a in range(len(words))
-        for b in range(a + 1, len(words))
-        if jaccard(words[a], words[b]) >= threshold
+        for a in range(len(word_sets))
+        for b in range(a + 1, len(word_sets))
+        if jaccard(word_sets[a], word_sets[b]) >= threshold
     ]
     lo = np.array([p[0] for p in pairs], dtype=np.int64)
     hi = np.array([p[1] for p in pairs], dtype=np.int64)
-    return int(np.unique(_components(lo, hi, len(words))).size)
+    return int(np.unique(components(lo, hi, len(word_sets))).size)
 
 
-def _components(lo: np.ndarray, hi: np.ndarray, n: int) -> np.ndarray:
-    graph = sparse.coo_matrix((np.ones(lo.size), (lo, hi)), shape=(n, n))
-    return connected_components(graph, directed=False)[1]
-
-
-@register(CHECK, needs=("response",), optional=("response",))
+# The permutation test alone never goes below 1/(0.5 (B + 1)) = 1e-3.  A group must hold
+# >= 10 records at equal sizes (min_attainable: 0.5^size <= 1e-3); at m = 9 a side, 9 current
+# and 1 reference record give hypergeometric p 2.1e-4 (4.1e-4 after the Bonferroni weight),
+# at m = 8 the best group gives 7e-3.  The response view is optional: without it the
+# record near-duplicate test still runs (skipping it would let the data's shape switch it off).
+@register(CHECK, needs=("response",), optional=("response",), min_records=9)
 def near_duplicates(
     ref: Snapshot,
     cur: Snapshot,
@@ -420,7 +288,7 @@ def near_duplicates(
     lo, hi, cos, jac = near_duplicate_edges(
         emb, texts, cosine_threshold=cosine_threshold, jaccard_threshold=jaccard_threshold, seed=seed
     )
-    resp = _response_edges(
+    resp = response_edges(
         ref,
         cur,
         cosine_threshold=response_cosine_threshold,
@@ -495,15 +363,15 @@ def near_duplicates(
                         "method": "permutation test (random re-splits of the union, fixed "
                         f"near-duplicate graph); weighted Bonferroni (weight {w_overall:g}) with "
                         "the group family",
-                        "examples": [_truncate(cur.texts[i]) for i in rows[:EXAMPLES]],
+                        "examples": [excerpt(cur.texts[i]) for i in rows[:EXAMPLES]],
                     },
                 )
             )
 
     # (ii) groups: connected components of the union graph (record and long-response
     # edges), current share hypergeometric
-    comp = _components(np.concatenate([lo, rlo]), np.concatenate([hi, rhi]), n_total)
-    record_comp = _components(lo, hi, n_total) if rlo.size else comp
+    comp = components(np.concatenate([lo, rlo]), np.concatenate([hi, rhi]), n_total)
+    record_comp = components(lo, hi, n_total) if rlo.size else comp
     sizes = np.bincount(comp)
     tests: list[tuple[np.ndarray, int, int, float]] = []
     log_share = math.log(n_cur / n_total)
@@ -543,7 +411,7 @@ def near_duplicates(
                 "method": "one-sided hypergeometric (Fisher) per component of the "
                 "label-blind union graph; Benjamini-Hochberg; weighted Bonferroni "
                 f"(weight {w_group:g}) with the overall test",
-                "examples": [_truncate(cur.texts[i]) for i in rows[:EXAMPLES]],
+                "examples": [excerpt(cur.texts[i]) for i in rows[:EXAMPLES]],
             }
             summary = (
                 f"near-duplicate group of {s} current records "
@@ -560,13 +428,13 @@ def near_duplicates(
                 shared = Counter(" ".join(resp[2][i].split()) for i in members).most_common(1)[0][0]
                 details.update(
                     scope="response_group",
-                    shared_response=_truncate(shared),
+                    shared_response=excerpt(shared),
                     distinct_prompts_current=n_prompts,
-                    example_prompts=[_truncate(t) for t in prompts[:EXAMPLES]],
+                    example_prompts=[excerpt(t) for t in prompts[:EXAMPLES]],
                 )
                 summary = (
                     f"{s} records give the same answer to {n_prompts} different prompts: "
-                    f"'{_truncate(shared, 80)}' ({size - s} in the reference; {expected:.1f} current expected)"
+                    f"'{excerpt(shared, 80)}' ({size - s} in the reference; {expected:.1f} current expected)"
                 )
             findings.append(
                 Finding(

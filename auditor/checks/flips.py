@@ -9,7 +9,7 @@ Method:
 1. Matching: a current record is matched when some reference prompt has cosine >=
    ``prompt_threshold`` with its prompt (among the ``k`` nearest; above ~4e7 pairs the
    search runs on a seeded random projection re-ranked by exact cosine, which keeps
-   near-identical prompts, see :func:`auditor.checks.support.candidate_knn`).  Its
+   near-identical prompts, see :func:`auditor.neighbours.candidate_knn`).  Its
    disagreement score is ``1 - cos(response, mean of the matched reference responses)``.
 2. Null scores from the reference alone, leave-one-out: for reference records with a
    near-identical prompt elsewhere in the reference, the same score against those
@@ -47,21 +47,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import sparse
-from scipy.sparse.csgraph import connected_components
 from scipy.stats import mannwhitneyu
 
 from auditor import index
 from auditor.checks import register
-from auditor.checks.support import candidate_knn, search_plan
-from auditor.stats import benjamini_hochberg
+from auditor.graph import components
+from auditor.neighbours import candidate_knn, neighbour_pairs, search_plan
+from auditor.stats import benjamini_hochberg, conformal_p
 from auditor.textutil import excerpt
 from auditor.types import Finding, Snapshot
 
 CHECK = "flipped_responses"
 
 EXAMPLES = 3
-EXAMPLE_CHARS = 200
 MERGE_OVERLAP = 0.8
 # links per record when grouping responses: components need only a few to connect
 GROUP_LINKS = 16
@@ -69,10 +67,6 @@ GROUP_LINKS = 16
 MIN_NULL_IN_CLUSTER = 5
 # k-means cost grows with k; beyond this, clusters simply get larger than cluster_size
 MAX_CLUSTERS = 64
-
-
-def _truncate(text: str, n: int = EXAMPLE_CHARS) -> str:
-    return excerpt(text, n)
 
 
 def _disagreement(resp: np.ndarray, neighbour_resp: Sequence[np.ndarray]) -> np.ndarray:
@@ -83,12 +77,6 @@ def _disagreement(resp: np.ndarray, neighbour_resp: Sequence[np.ndarray]) -> np.
         norm = np.linalg.norm(m)
         out[i] = 1.0 - (float(resp[i].astype(np.float64) @ m) / norm if norm > 0 else 0.0)
     return out
-
-
-def _conformal_p(null: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    srt = np.sort(null)
-    n_ge = srt.size - np.searchsorted(srt, scores, side="left")
-    return (1.0 + n_ge) / (srt.size + 1.0)
 
 
 def _null_scores(
@@ -151,9 +139,7 @@ def _units(
     dst = [nb.astype(np.int64) for nb in (*null_nbrs, *cur_nbrs)]
     s_all = np.concatenate(src or [empty])
     d_all = np.concatenate(dst or [empty])
-    size = n_ref + n_cur
-    graph = sparse.coo_matrix((np.ones(s_all.size), (s_all, d_all)), shape=(size, size))
-    comp = connected_components(graph, directed=False)[1].astype(np.int64)
+    comp = components(s_all, d_all, n_ref + n_cur)
     return comp[null_rows], comp[n_ref:]
 
 
@@ -173,18 +159,11 @@ def _unit_test(
     return float(res.pvalue), float(res.statistic) / (a.size * b.size), int(a.size), int(b.size)
 
 
-def _components(vectors: np.ndarray, threshold: float, *, seed: int) -> np.ndarray:
+def _linked_components(vectors: np.ndarray, threshold: float, *, seed: int) -> np.ndarray:
     """Connected components of rows linked at cosine >= ``threshold``."""
-    m = vectors.shape[0]
-    if m == 1:
-        return np.zeros(1, dtype=np.int64)
-    plan = search_plan(m, m, vectors.shape[1])
-    sims, idx = candidate_knn(vectors, vectors, min(m, GROUP_LINKS + 1), proj_dim=plan, seed=seed)
-    rows = np.repeat(np.arange(m), idx.shape[1])
-    cols = idx.ravel()
-    keep = (cols >= 0) & (cols != rows) & (sims.ravel() >= threshold)
-    graph = sparse.coo_matrix((np.ones(int(keep.sum())), (rows[keep], cols[keep])), shape=(m, m))
-    return connected_components(graph, directed=False)[1].astype(np.int64)
+    rows, cols, sims = neighbour_pairs(vectors, GROUP_LINKS, seed=seed)
+    keep = sims >= threshold
+    return components(rows[keep], cols[keep], vectors.shape[0])
 
 
 def _has_views(s: Snapshot) -> bool:
@@ -196,7 +175,11 @@ def _has_views(s: Snapshot) -> bool:
     )
 
 
-@register(CHECK, needs=("prompt", "response"))
+# Tests run on units: every reference record is compared with at least one other, so m
+# reference records form at most m/2 null units and the matched current records at most m/2
+# units; the exact one-sided Mann-Whitney of 7 vs 7 units reaches 1/C(14, 7) = 2.9e-4, of
+# 6 vs 6 only 1.1e-3.
+@register(CHECK, needs=("prompt", "response"), min_records=14)
 def flipped_responses(
     ref: Snapshot,
     cur: Snapshot,
@@ -240,7 +223,7 @@ def flipped_responses(
         return []
     nbrs = [idx[i][sims[i] >= prompt_threshold] for i in matched]
     scores = _disagreement(cur_r[matched], [ref_r[nb] for nb in nbrs])
-    p_rec = _conformal_p(null, scores)
+    p_rec = conformal_p(null, scores)
     n_m = int(matched.size)
     # Scores that share reference records are not independent (two current copies of one
     # prompt, or a mutual pair a-vs-b and b-vs-a in the null), so tests count each
@@ -251,7 +234,7 @@ def flipped_responses(
     # each with the null scores it is compared with.
     all_null = np.arange(null.size)
     groups: list[tuple[str, np.ndarray, np.ndarray]] = [("all_matched", np.arange(n_m), all_null)]
-    comp = _components(cur_r[matched], response_threshold, seed=seed)
+    comp = _linked_components(cur_r[matched], response_threshold, seed=seed)
     for c in np.unique(comp):
         members = np.flatnonzero(comp == c)
         if members.size >= min_group and members.size < n_m:
@@ -308,10 +291,10 @@ def flipped_responses(
             examples.append(
                 {
                     "id": cur.ids[i],
-                    "prompt": _truncate(cur.batch.prompts[i]),  # type: ignore[index]
-                    "current_response": _truncate(cur.batch.responses[i]),  # type: ignore[index]
+                    "prompt": excerpt(cur.batch.prompts[i]),  # type: ignore[index]
+                    "current_response": excerpt(cur.batch.responses[i]),  # type: ignore[index]
                     "reference_id": ref.ids[r0],
-                    "reference_response": _truncate(ref.batch.responses[r0]),  # type: ignore[index]
+                    "reference_response": excerpt(ref.batch.responses[r0]),  # type: ignore[index]
                     "disagreement": round(float(scores[pos]), 4),
                     "p_record": round(float(p_rec[pos]), 5),
                 }

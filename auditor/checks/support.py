@@ -35,97 +35,28 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import sparse
-from scipy.sparse.csgraph import connected_components
 from scipy.stats import betabinom
 
-from auditor import index
 from auditor.checks import register
-from auditor.stats import benjamini_hochberg
+from auditor.graph import components
+from auditor.neighbours import candidate_knn, neighbour_pairs, search_plan
+from auditor.stats import benjamini_hochberg, conformal_p
 from auditor.textutil import excerpt
 from auditor.types import Finding, Snapshot
 
 CHECK = "off_support"
 
 EXAMPLES = 3
-EXAMPLE_CHARS = 200
 # neighbours searched among flagged records when linking them into groups: a group is a
 # connected component, so a few links per record are enough to connect it
 GROUP_LINKS = 16
-# candidate search for large inputs (see candidate_knn)
-PROJECTION_DIM = 64
-CANDIDATE_EXTRA = 16
-EXACT_BELOW_PAIRS = 40_000_000
-
-
-def _truncate(text: str, n: int = EXAMPLE_CHARS) -> str:
-    return excerpt(text, n)
-
-
-def search_plan(n_base: int, n_queries: int, dim: int) -> int | None:
-    """Projection dimension for :func:`candidate_knn` at this size, or None for exact search.
-
-    Exact search is kept below ~4e7 pairs, where it takes well under a second.
-    """
-    if dim <= 2 * PROJECTION_DIM or n_base * n_queries < EXACT_BELOW_PAIRS:
-        return None
-    return PROJECTION_DIM
-
-
-def candidate_knn(
-    base: np.ndarray, queries: np.ndarray, k: int, *, proj_dim: int | None, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """k nearest rows of ``base`` by cosine: ``(sims, idx)``, best first, exact cosines.
-
-    With ``proj_dim`` set, candidates are the ``k + CANDIDATE_EXTRA`` nearest in a seeded
-    Gaussian random projection to ``proj_dim`` dimensions (Johnson-Lindenstrauss), re-ranked
-    by exact cosine.  The scan of all pairs is then ~3.5x cheaper at 384 dimensions.  Close
-    pairs survive the projection (a pair at cosine c keeps it within ~(1 - c^2)/sqrt(dim)),
-    so near-identical neighbours are found; for far ones the result can be the best
-    candidate rather than the true nearest.  Callers use it only where that is harmless:
-    a score computed by the same function for calibration and test records keeps a
-    conformal test exact, and a label-blind graph keeps a permutation test exact.
-    """
-    n_base = base.shape[0]
-    if proj_dim is None or n_base <= k + CANDIDATE_EXTRA:
-        return index.knn(base, queries, k)
-    b = index.normalize(base)
-    q = index.normalize(queries)
-    rng = np.random.default_rng(seed)
-    proj = rng.standard_normal((b.shape[1], proj_dim)).astype(np.float32)
-    _, cand = index.knn(b @ proj, q @ proj, k + CANDIDATE_EXTRA)
-    sims = np.empty(cand.shape, dtype=np.float32)
-    step = 1024  # bounds the (step, k + extra, dim) gather
-    for start in range(0, q.shape[0], step):
-        sl = slice(start, start + step)
-        sims[sl] = np.einsum("qd,qkd->qk", q[sl], b[cand[sl]])
-    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(sims, order, axis=1), np.take_along_axis(cand, order, axis=1)
-
-
-def conformal_p(null: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """(1 + #{null >= s}) / (n + 1) for each score s."""
-    srt = np.sort(np.asarray(null, dtype=np.float64))
-    n_ge = srt.size - np.searchsorted(srt, np.asarray(scores, dtype=np.float64), side="left")
-    return (1.0 + n_ge) / (srt.size + 1.0)
 
 
 def _groups(emb: np.ndarray, nn_ref_sim: np.ndarray, *, seed: int) -> np.ndarray:
     """Component label of each row: rows linked when closer to each other than to the reference."""
-    m = emb.shape[0]
-    if m == 1:
-        return np.zeros(1, dtype=np.int64)
-    plan = search_plan(m, m, emb.shape[1])
-    sims, idx = candidate_knn(emb, emb, min(m, GROUP_LINKS + 1), proj_dim=plan, seed=seed)
-    rows = np.repeat(np.arange(m), idx.shape[1])
-    cols = idx.ravel()
-    s = sims.ravel()
-    keep = (
-        (cols != rows) & (cols >= 0) & (s >= np.maximum(nn_ref_sim[rows], nn_ref_sim[np.clip(cols, 0, None)]))
-    )
-    graph = sparse.coo_matrix((np.ones(int(keep.sum())), (rows[keep], cols[keep])), shape=(m, m))
-    _, labels = connected_components(graph, directed=False)
-    return labels.astype(np.int64)
+    rows, cols, sims = neighbour_pairs(emb, GROUP_LINKS, seed=seed)
+    keep = sims >= np.maximum(nn_ref_sim[rows], nn_ref_sim[cols])
+    return components(rows[keep], cols[keep], emb.shape[0])
 
 
 def _quantiles(x: np.ndarray) -> dict[str, float]:
@@ -135,7 +66,11 @@ def _quantiles(x: np.ndarray) -> dict[str, float]:
     return {"q05": round(float(q[0]), 4), "q50": round(float(q[1]), 4), "q95": round(float(q[2]), 4)}
 
 
-@register(CHECK)
+# The reference is split in halves and r = floor(alpha_flag (n_cal + 1)) must be >= 1:
+# at alpha_flag = 0.01 that takes 99 calibration records, 198 in the reference.  The
+# current side alone would need 2 (every one flagged: p = 1/C(101, 2) = 2e-4), but one
+# number serves both sides, and the reference's need is the binding one.
+@register(CHECK, min_records=198)
 def off_support(
     ref: Snapshot,
     cur: Snapshot,
@@ -229,10 +164,10 @@ def off_support(
         return [
             {
                 "id": cur.ids[i],
-                "text": _truncate(cur.texts[i]),
+                "text": excerpt(cur.texts[i]),
                 "nn_distance": round(float(cur_d[i]), 4),
                 "nearest_reference_id": ref.ids[int(cur_nn[i])],
-                "nearest_reference_text": _truncate(ref.texts[int(cur_nn[i])]),
+                "nearest_reference_text": excerpt(ref.texts[int(cur_nn[i])]),
             }
             for i in order
         ]

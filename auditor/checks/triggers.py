@@ -24,7 +24,7 @@ Method:
 4. Effect filters after adjustment (ratio, count), then phrases whose current carriers are
    nearly the same records are merged and the longest phrase is reported.
 5. Phrases whose carriers mostly (``cluster_explained_share``) fall inside the clusters the
-   clusters check flags as over-selected (:func:`auditor.checks.clusters.enriched_groups`)
+   clusters check flags as over-selected (:func:`auditor.enrichment.enriched_groups`)
    are left to that check: a topic that was selected brings its vocabulary with it, and
    one finding per cause reads better than forty.  The union of flagged clusters is used,
    not one cluster, because a selected topic often spans a few neighbouring clusters.  A
@@ -46,25 +46,20 @@ import pandas as pd
 from scipy import stats as _st
 
 from auditor.checks import register
-from auditor.checks.clusters import STOPWORDS, enriched_groups
-from auditor.stats import benjamini_hochberg, fisher_exact_greater
+from auditor.enrichment import enriched_groups
+from auditor.stats import benjamini_hochberg, fisher_exact_greater, share_ratio
+from auditor.terms import STOPWORDS, phrase_words
 from auditor.types import Finding, Snapshot
 
 CHECK = "triggers"
 
-# Words are maximal runs of letters and digits, lowercased: punctuation, hyphens and
-# apostrophes split words, so "tango-delta" is the bigram "tango delta".
-WORD_RE = re.compile(r"[^\W_]+")
-# Fast path for ASCII text with the same result: every ASCII character that is not a
-# letter or digit becomes a space, then str.split (5-10x faster than the regex).
-_ASCII_SPLIT = {c: " " for c in range(128) if not chr(c).isalnum()}
 MAX_N = 4
 EXAMPLES = 4
 EXAMPLE_CHARS = 200
 
 
 @dataclass(frozen=True)
-class _Grams:
+class NGramCounts:
     """Document frequencies of the candidate n-grams of the union (reference docs first).
 
     Only n-grams occurring at least ``min_count`` times and without a stopword at either
@@ -80,10 +75,8 @@ class _Grams:
 
 def _tokenize(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(token ids, doc index per token, vocabulary) for lowercase words of ``texts``."""
-    tok_lists = [
-        t.lower().translate(_ASCII_SPLIT).split() if t.isascii() else WORD_RE.findall(t.lower())
-        for t in texts
-    ]
+    # words are maximal runs of letters and digits: "tango-delta" is the bigram "tango delta"
+    tok_lists = [phrase_words(t) for t in texts]
     lengths = np.fromiter(map(len, tok_lists), dtype=np.int64, count=len(tok_lists))
     flat = np.fromiter(chain.from_iterable(tok_lists), dtype=object, count=int(lengths.sum()))
     # hash-based factorisation in C: an order of magnitude faster than a Python dict loop
@@ -92,7 +85,9 @@ def _tokenize(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
     return codes.astype(np.int64), doc, [str(w) for w in uniques]
 
 
-def _count_ngrams(texts: Sequence[str], max_n: int, min_count: int) -> _Grams:
+def count_ngrams(texts: Sequence[str], max_n: int, min_count: int) -> NGramCounts:
+    """Document frequency of every word n-gram (n <= ``max_n``) seen >= ``min_count`` times,
+    with phrases that start or end with a stopword left out as candidates."""
     tokens, doc, words = _tokenize(texts)
     v = max(1, len(words))
     is_stop = np.zeros(v, dtype=bool)
@@ -136,7 +131,7 @@ def _count_ngrams(texts: Sequence[str], max_n: int, min_count: int) -> _Grams:
         pair_gram.append(pg)
         pair_doc.append(pdoc)
         dfs.append(np.bincount(pg, minlength=table.shape[0]))
-    return _Grams(words=words, gram_tokens=gram_tokens, pair_gram=pair_gram, pair_doc=pair_doc, df=dfs)
+    return NGramCounts(words=words, gram_tokens=gram_tokens, pair_gram=pair_gram, pair_doc=pair_doc, df=dfs)
 
 
 def _log_min_p(t: np.ndarray, n_total: int, n_cur: int) -> np.ndarray:
@@ -170,7 +165,7 @@ class _Candidates:
     n_sets: int
 
 
-def _candidate_sets(grams: _Grams, n_docs: int, min_count: int, seed: int) -> _Candidates | None:
+def _candidate_sets(grams: NGramCounts, n_docs: int, min_count: int, seed: int) -> _Candidates | None:
     """Every candidate n-gram carried by >= ``min_count`` records in total (a margin, so
     label-blind), grouped by identical carrier sets."""
     rng = np.random.default_rng(seed)
@@ -216,11 +211,6 @@ class _Hit:
     rows: np.ndarray  # current row indices of the carriers
 
 
-def _share_ratio(a: int, b: int, n_cur: int, n_ref: int) -> float:
-    # Haldane-Anscombe 0.5 keeps the ratio finite for phrases absent from the reference
-    return ((a + 0.5) / (n_cur + 0.5)) / ((b + 0.5) / (n_ref + 0.5))
-
-
 def _snippet(text: str, phrase_tokens: Sequence[str], n: int = EXAMPLE_CHARS) -> str:
     """A window of ``text`` around the first occurrence of the phrase."""
     flat = " ".join(text.split())
@@ -234,7 +224,9 @@ def _snippet(text: str, phrase_tokens: Sequence[str], n: int = EXAMPLE_CHARS) ->
     return ("…" if start > 0 else "") + out + ("…" if start + width < len(flat) else "")
 
 
-@register(CHECK)
+# A phrase carried by every current record and no reference record has the smallest Fisher
+# p, 1/C(2m, m): 1.1e-3 at m = 6 records a side, 2.9e-4 at m = 7 (min_count = 5 carriers).
+@register(CHECK, min_records=7)
 def trigger_phrases(
     ref: Snapshot,
     cur: Snapshot,
@@ -266,7 +258,7 @@ def trigger_phrases(
     if n_ref == 0 or n_cur == 0:
         return []
     n_total = n_ref + n_cur
-    grams = _count_ngrams(tuple(ref.texts) + tuple(cur.texts), max(1, int(max_n)), min_count)
+    grams = count_ngrams(tuple(ref.texts) + tuple(cur.texts), max(1, int(max_n)), min_count)
     cands = _candidate_sets(grams, n_total, min_count, seed)
     if cands is None:
         return []
@@ -305,7 +297,7 @@ def trigger_phrases(
         # A phrase that fails the effect filters is never reported, so it keeps p = 1
         # instead of its exact p: BH is monotone in every p-value, so this can only make
         # the others' adjusted p larger (conservative), and it spares most exact tests.
-        big[j] = a >= min_count and _share_ratio(a, b, n_cur, n_ref) >= min_ratio
+        big[j] = a >= min_count and share_ratio(a, b, n_cur, n_ref) >= min_ratio
         if big[j]:
             p_raw[j] = fisher_exact_greater(a, b, n_cur - a, n_ref - b)
     p_adj = np.ones(tested.size)
@@ -327,7 +319,7 @@ def trigger_phrases(
                 n_tokens=int(cands.n[ci]),
                 a=n_a,
                 b=n_b,
-                ratio=_share_ratio(n_a, n_b, n_cur, n_ref),
+                ratio=share_ratio(n_a, n_b, n_cur, n_ref),
                 rows=docs[docs >= n_ref] - n_ref,
             )
         )

@@ -127,6 +127,12 @@ def testing_note(report: Report) -> str:
     return "; ".join(parts) + "."
 
 
+def raw_p_note(f: Finding) -> str:
+    """`` (raw 1.2e-05)`` when the check put its unadjusted p-value in details, else ""."""
+    p_raw = _as_float(f.details.get("p_raw"))
+    return "" if p_raw is None else f" (raw {fmt_p(p_raw)})"
+
+
 def _as_float(x: Any) -> float | None:
     try:
         return None if x is None or isinstance(x, bool) else float(x)

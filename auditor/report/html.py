@@ -18,14 +18,12 @@ evidence and record ids.
 from __future__ import annotations
 
 import html
-import math
-import re
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from auditor.pca import pca
 from auditor.report._common import (
     SEVERITY_RANK,
     clean,
@@ -34,12 +32,14 @@ from auditor.report._common import (
     fmt_num,
     fmt_p,
     ordered_findings,
+    raw_p_note,
     rule_label,
     rules_path,
     split_details,
     testing_note,
     truncated_ids,
 )
+from auditor.terms import Background, top_terms
 from auditor.types import Finding, Report, Snapshot
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
@@ -51,16 +51,6 @@ _MAX_SECTIONS = 200
 _TOOLTIP_CHARS = 90
 _EXAMPLE_CHARS = 400
 _MAX_IDS = 50
-
-_WORD = re.compile(r"[^\W\d_]{3,}")
-_STOP = frozenset(
-    "the and for are but not you all any can her was one our out his has had how its may new now "
-    "see who did get she him let say too use this that with have from they will would there their "
-    "what about which when make like than them then these some could into time only other also "
-    "more most such each just should over your yours very been were being does here where why "
-    "input output instruction response".split()
-)
-
 
 def esc(text: object, limit: int | None = None, *, one_line: bool = False) -> str:
     """Clean (controls, bidi, length) then HTML-escape, quotes included."""
@@ -93,7 +83,8 @@ def render_html(
     numbered = list(enumerate(findings, 1))
     member = _finding_members(findings, ref, cur)
     layout = _layout(ref, cur, findings, member, max_points=max_points, seed=report.seed)
-    docs = _Docs(layout.texts, layout.shown)
+    # labels: words typical of a group against the drawn records as background
+    background = Background.of(layout.texts, layout.shown)
 
     n = counts(report)
     status = report.status
@@ -108,7 +99,7 @@ def render_html(
         _map_svg(layout, _MAP_W, _MAP_H, highlight=None, titles=True),
         "</section>",
         '<section id="clusters"><h2>Cluster shares, reference vs current</h2>',
-        _clusters_html(layout, ref, cur, numbered, member, docs, n_clusters, report.seed),
+        _clusters_html(layout, ref, cur, numbered, member, background, n_clusters, report.seed),
         "</section>",
         '<section id="findings"><h2>Findings</h2>',
         f'<p class="note">{esc(testing_note(report))}</p>',
@@ -119,7 +110,7 @@ def render_html(
     for i, f in numbered[:_MAX_SECTIONS]:
         with_map = f.severity in ("fail", "warn") and minis < _MAX_MINI_MAPS
         minis += with_map
-        body.append(_finding_section(i, f, layout, member[i - 1], docs, with_map))
+        body.append(_finding_section(i, f, layout, member[i - 1], background, with_map))
     if len(numbered) > _MAX_SECTIONS:
         body.append(f'<p class="note">{len(numbered) - _MAX_SECTIONS} more finding(s) in report.json.</p>')
     body.append(
@@ -216,33 +207,6 @@ def _finding_members(findings: Sequence[Finding], ref: Snapshot, cur: Snapshot) 
     return out
 
 
-def _pca2(
-    x: np.ndarray, rng: np.random.Generator, fit_rows: int = 10000
-) -> tuple[np.ndarray, tuple[float, float]]:
-    """Project rows of ``x`` on their top two principal axes (deterministic signs).
-
-    The axes are fitted on at most ``fit_rows`` random rows (two axes of a few hundred
-    dimensions are pinned down long before that) and every row is projected.
-    """
-    fit = x if x.shape[0] <= fit_rows else x[np.sort(rng.choice(x.shape[0], fit_rows, replace=False))]
-    mean = fit.mean(axis=0, dtype=np.float64)
-    fc = (fit - mean).astype(np.float32)
-    # eigen-decomposition of the d x d scatter matrix: cheap for n >> d, same axes as SVD
-    vals, vecs = np.linalg.eigh((fc.T @ fc).astype(np.float64))
-    order = np.argsort(vals)[::-1][:2]
-    axes = vecs[:, order]
-    if axes.shape[1] < 2:
-        axes = np.pad(axes, ((0, 0), (0, 2 - axes.shape[1])))
-    # an eigenvector's sign is arbitrary; fix it so the same data always draws the same way
-    flip = np.sign(axes[np.argmax(np.abs(axes), axis=0), np.arange(2)])
-    axes = axes * np.where(flip == 0, 1.0, flip)
-    total = float(np.clip(vals, 0, None).sum()) or 1.0
-    share = np.clip(vals[order], 0, None) / total
-    share = np.pad(share, (0, 2 - share.size))
-    proj = (x - mean.astype(np.float32)) @ axes.astype(np.float32)
-    return proj.astype(np.float64), (float(share[0]), float(share[1]))
-
-
 def _layout(
     ref: Snapshot,
     cur: Snapshot,
@@ -263,7 +227,8 @@ def _layout(
     if n == 0:
         coords, var = np.zeros((0, 2)), (0.0, 0.0)
     else:
-        coords, var = _pca2(np.concatenate([ref.embeddings, cur.embeddings]), rng)
+        proj = pca(np.concatenate([ref.embeddings, cur.embeddings]), 2, fit_rows=10000, rng=rng)
+        coords, var = proj.coords.astype(np.float64), (float(proj.explained[0]), float(proj.explained[1]))
 
     flagged = np.flatnonzero(flag)
     if flagged.size > max_points // 2:
@@ -356,46 +321,13 @@ def _map_svg(
 # --- clusters ---------------------------------------------------------------------------
 
 
-class _Docs:
-    """Word sets of records, tokenised on demand (only drawn or flagged records are),
-    and document frequencies over a fixed background (the drawn sample)."""
-
-    def __init__(self, texts: Sequence[str], background: np.ndarray) -> None:
-        self.texts = texts
-        self._cache: dict[int, frozenset[str]] = {}
-        self.n_bg = int(background.size)
-        self.df = Counter(w for i in background for w in self.words(int(i)))
-
-    def words(self, i: int) -> frozenset[str]:
-        got = self._cache.get(i)
-        if got is None:
-            got = frozenset(w for w in _WORD.findall(self.texts[i][:4000].lower()) if w not in _STOP)
-            self._cache[i] = got
-        return got
-
-    def top_terms(self, group: Iterable[int], k: int = 6) -> list[str]:
-        """Words frequent in ``group`` and rare in the background (document-level tf-idf)."""
-        grp = [int(i) for i in group]
-        if not grp:
-            return []
-        tf = Counter(w for i in grp for w in self.words(i))
-        min_count = 2 if len(grp) >= 5 else 1
-        scored = [
-            (c / len(grp) * math.log((self.n_bg + 1) / (self.df[w] + 1)), w)
-            for w, c in tf.items()
-            if c >= min_count
-        ]
-        scored.sort(key=lambda t: (-t[0], t[1]))
-        return [w for _, w in scored[:k]]
-
-
 def _clusters_html(
     layout: _Layout,
     ref: Snapshot,
     cur: Snapshot,
     numbered: Sequence[tuple[int, Finding]],
     member: Sequence[np.ndarray],
-    docs: _Docs,
+    background: Background,
     n_clusters: int | None,
     seed: int,
 ) -> str:
@@ -436,7 +368,7 @@ def _clusters_html(
     for row, c in enumerate(order):
         y = 26 + row * row_h
         in_c = shown[assign[shown] == c]
-        terms = docs.top_terms(in_c, k=3)
+        terms = top_terms((layout.texts[int(i)] for i in in_c), background, k, k=3)
         label = f"cluster {c}: " + (", ".join(terms) if terms else "-")
         parts.append(
             f'<text x="4" y="{y + 14}">{esc(label, 44, one_line=True)}<title>{esc(label)}</title></text>'
@@ -492,20 +424,22 @@ def _findings_table(numbered: Sequence[tuple[int, Finding]]) -> str:
 
 
 def _finding_section(
-    i: int, f: Finding, layout: _Layout, idx: np.ndarray, docs: _Docs, with_map: bool
+    i: int, f: Finding, layout: _Layout, idx: np.ndarray, background: Background, with_map: bool
 ) -> str:
     sev = f.severity if f.severity in SEVERITY_RANK else "info"
     terms, examples, evidence = split_details(f.details)
     term_note = ""
     if not terms and idx.size:
         # no terms from the check: words typical of its records against the drawn sample
-        terms = docs.top_terms(idx[:2000], k=8)
+        group = idx[:2000]
+        # as many groups of this size as the background holds share its words
+        n_groups = max(1, round(layout.shown.size / group.size))
+        terms = top_terms((layout.texts[int(j)] for j in group), background, n_groups, k=8)
         term_note = ' <span class="note">(computed for this report)</span>'
     if not examples:
         examples = [(layout.ids[int(j)], layout.texts[int(j)]) for j in idx[:3]]
 
-    p_raw = f.details.get("p_raw")
-    raw = f" (raw {fmt_p(float(p_raw))})" if isinstance(p_raw, (int, float)) else ""
+    raw = raw_p_note(f)
     out = [
         f'<section class="finding {sev}" id="finding-{i}">',
         f"<h3>#{i} {_sev(sev)} {esc(rule_label(f), 120)}</h3>",

@@ -26,6 +26,7 @@ from auditor.report._common import (
     fmt_num,
     fmt_p,
     ordered_findings,
+    raw_p_note,
     rule_label,
     rules_path,
     split_details,
@@ -185,7 +186,7 @@ def _details_block(i: int, f: Finding) -> str:
         "",
         f"- check: {md_text(f.check, 80)}; rule: {md_text(f.rule or f.check, 80)}; side: {f.side}",
         f"- statistic: {fmt_num(f.statistic)}; p-value: {fmt_p(f.p_value)}"
-        + (f" (raw {fmt_p(_float(f.details.get('p_raw')))})" if "p_raw" in f.details else "")
+        + raw_p_note(f)
         + f"; effect size: {fmt_num(f.effect_size)}",
     ]
     for key in list(evidence)[:_MAX_EVIDENCE]:
@@ -213,9 +214,3 @@ def _details_block(i: int, f: Finding) -> str:
     lines += ["", "</details>", ""]
     return "\n".join(lines)
 
-
-def _float(x: object) -> float | None:
-    try:
-        return None if x is None else float(x)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
