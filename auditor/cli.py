@@ -459,6 +459,7 @@ def snapshot_cmd(
 
     Example:  auditor snapshot round2.jsonl --store rounds/ --name round2 --parent round1
     """
+    check_input(data)
     from auditor.curation import snapshot
     from auditor.progress import Progress
 
@@ -568,6 +569,7 @@ def diff_cmd(
 
     Example:  auditor diff round1 round2 --store rounds/ --out diff/
     """
+    check_output_dir(out, "--out")
     from auditor.curation import diff
     from auditor.progress import Progress
     from auditor.report import write_reports, write_text_atomic
@@ -600,6 +602,8 @@ def trend_cmd(
 
     Example:  auditor trend --store rounds/
     """
+    if out is not None:
+        check_output_dir(out, "--out")
     from auditor.curation import trend
     from auditor.report import write_reports
 

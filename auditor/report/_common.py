@@ -13,9 +13,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from auditor.types import SEVERITY_ORDER as SEVERITY_RANK
 from auditor.types import Finding, Report
-
-SEVERITY_RANK: Mapping[str, int] = {"fail": 0, "warn": 1, "info": 2}
 
 # C0/C1 controls (tab and newline handled separately), DEL, and the bidi embedding /
 # override / isolate characters that can make displayed text differ from its bytes
