@@ -208,7 +208,9 @@ def embed_cmd(
 
     Example:  auditor embed big.jsonl --model static
     """
-    from auditor.embed import EmbeddingCache, embed_file, load_encoder
+    from auditor.cache import EmbeddingCache
+    from auditor.embed import embed_file
+    from auditor.encoders import load_encoder
     from auditor.progress import Progress
 
     encoder = load_encoder(model, device=device)
@@ -286,7 +288,7 @@ def snapshot_cmd(
     Example:  auditor snapshot round2.jsonl --store rounds/ --name round2 --parent round1
     """
     from auditor.api import load_batch, snapshot_of
-    from auditor.embed import load_encoder
+    from auditor.encoders import load_encoder
     from auditor.progress import Progress
     from auditor.rules import load_rules
     from auditor.store import Store
