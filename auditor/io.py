@@ -117,6 +117,8 @@ def _load(path: str | Path, text_fields: Sequence[str] | None, id_field: str | N
         text_fields=recipe.text_fields,
         prompts=tuple(prompts) if recipe.paired else None,
         responses=tuple(responses) if recipe.paired else None,
+        prompt_fields=recipe.prompt_fields,
+        response_fields=recipe.response_fields,
     )
 
 
@@ -646,6 +648,16 @@ class Recipe:
     @property
     def paired(self) -> bool:
         return self.chat or bool(self.response)
+
+    @property
+    def prompt_fields(self) -> tuple[str, ...]:
+        """Fields read as the prompt (for chat: the messages before the last assistant turn)."""
+        return ("messages",) if self.chat else (self.prompt if self.paired else ())
+
+    @property
+    def response_fields(self) -> tuple[str, ...]:
+        """Fields read as the response (for chat: the last assistant message)."""
+        return ("messages",) if self.chat else self.response
 
 
 def _as_fields(text_fields: Sequence[str] | str | None) -> tuple[str, ...]:

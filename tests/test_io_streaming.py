@@ -178,3 +178,19 @@ def test_invalid_utf8_is_named_alike(tmp_path: Path) -> None:
     with pytest.raises(AuditorError) as stream:
         streamed(path, 1)
     assert str(loaded.value) == str(stream.value) and ":2: invalid UTF-8 byte 0xe9" in str(stream.value)
+
+
+def test_input_info_says_how_records_were_read(tmp_path: Path) -> None:
+    from auditor.types import InputInfo
+
+    alpaca = load(write(tmp_path / "a.jsonl", ALPACA_LATE_INPUT)).info()
+    assert alpaca.to_dict()["fields"] == {
+        "text": ["instruction", "input", "output"],
+        "prompt": ["instruction", "input"],
+        "response": ["output"],
+    }
+    plain = load(write(tmp_path / "t.jsonl", [{"text": "a", "output": "b"}])).info()
+    assert plain.to_dict()["fields"] == {"text": ["text"], "prompt": [], "response": []}
+    assert InputInfo.from_dict(alpaca.to_dict()) == alpaca
+    old = {"path": "x", "n_records": 1, "sha256": "0" * 64}  # a report from before the field
+    assert InputInfo.from_dict(old).text_fields == ()
