@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from auditor.embed import DEFAULT_CACHE_DIR, EmbeddingCache, Encoder, embed_batch, load_encoder
+from auditor.cache import DEFAULT_CACHE_DIR, EmbeddingCache
+from auditor.embed import embed_batch
+from auditor.encoders import Encoder, load_encoder
 from auditor.rules import Rules, load_rules
 from auditor.types import AuditorError, Batch, Report, Snapshot
 

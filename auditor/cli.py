@@ -206,18 +206,35 @@ RulesOpt = Annotated[
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for every random choice; recorded in the report.")]
 ModelOpt = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
         "--model",
-        help="Local sentence-transformers model directory, a model2vec-format static model directory, "
-        "or 'static' for the fast static model of auditor[fast] (default: the bundled all-MiniLM-L6-v2, "
-        "sha256-verified, offline).",
+        help="A local model directory written as a path (./m, /opt/m, ~/m): sentence-transformers or "
+        "model2vec format; or 'static' for the fast static model of auditor[fast]. Default: the bundled "
+        "all-MiniLM-L6-v2, every file sha256-verified, offline.",
     ),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")]
 CacheOpt = Annotated[
-    Path, typer.Option("--cache-dir", help="Embedding cache (keyed by model and content hash).")
+    Path | None,
+    typer.Option(
+        "--cache-dir",
+        help="Embedding cache, keyed by model fingerprint and content hash, each entry authenticated "
+        "with a key outside the data (AUDITOR_CACHE_KEY or ~/.config/auditor/cache.key). "
+        "Default: $XDG_CACHE_HOME/auditor (~/.cache/auditor). Keep it outside the audited checkout.",
+    ),
 ]
+
+
+def _cache_dir(cache_dir: Path | None, no_cache: bool = False) -> Path | None:
+    """The cache directory to use (None: no cache); resolved after the inputs are validated."""
+    if no_cache:
+        return None
+    if cache_dir is not None:
+        return cache_dir
+    from auditor.cache import default_cache_dir
+
+    return default_cache_dir()
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Do not read or write the embedding cache.")]
 BatchSizeOpt = Annotated[
     int, typer.Option("--batch-size", min=1, help="Encoder batch size (16-64 is fastest on CPU).")
@@ -285,7 +302,7 @@ def audit(
     seed: SeedOpt = 0,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
-    cache_dir: CacheOpt = Path(".auditor/cache"),
+    cache_dir: CacheOpt = None,
     no_cache: NoCacheOpt = False,
     batch_size: BatchSizeOpt = 64,
     html: HtmlOpt = False,
@@ -333,7 +350,7 @@ def audit(
             seed=seed,
             model=model,
             device=device,
-            cache_dir=None if no_cache else cache_dir,
+            cache_dir=_cache_dir(cache_dir, no_cache),
             batch_size=batch_size,
             progress=progress,
         )
@@ -366,7 +383,7 @@ def embed_cmd(
     text_field: TextFieldOpt = None,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
-    cache_dir: CacheOpt = Path(".auditor/cache"),
+    cache_dir: CacheOpt = None,
     batch_size: BatchSizeOpt = 64,
     chunk: Annotated[
         int, typer.Option("--chunk", min=1, help="Records read and embedded at a time (bounds memory).")
@@ -382,9 +399,13 @@ def embed_cmd(
     """
     check_input(data)
 
-    from auditor.embed import EmbeddingCache, embed_file, load_encoder
+    from auditor.cache import EmbeddingCache
+    from auditor.embed import embed_file
+    from auditor.encoders import load_encoder
     from auditor.progress import Progress
 
+    cache_dir = _cache_dir(cache_dir)
+    assert cache_dir is not None
     encoder = load_encoder(model, device=device)
     total = None
     if data.suffix in (".jsonl", ".ndjson"):
@@ -450,7 +471,7 @@ def snapshot_cmd(
     seed: SeedOpt = 0,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
-    cache_dir: CacheOpt = Path(".auditor/cache"),
+    cache_dir: CacheOpt = None,
     no_cache: NoCacheOpt = False,
     batch_size: BatchSizeOpt = 64,
     quiet: QuietOpt = False,
@@ -476,7 +497,7 @@ def snapshot_cmd(
             seed=seed,
             model=model,
             device=device,
-            cache_dir=None if no_cache else cache_dir,
+            cache_dir=_cache_dir(cache_dir, no_cache),
             batch_size=batch_size,
             progress=progress,
         )

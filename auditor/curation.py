@@ -111,7 +111,7 @@ def snapshot(
     ruleset = rules if isinstance(rules, Rules) else load_rules(rules)
     batch = load_batch(data, text_fields, id_field)
     if encoder is None:
-        from auditor.embed import load_encoder
+        from auditor.encoders import load_encoder
 
         encoder = load_encoder(model, device=device)
     snap = snapshot_of(

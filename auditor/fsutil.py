@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,12 +86,16 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, *, mode: int |
     The bytes go to a temporary file in the same directory (same filesystem, so the rename
     is atomic), are flushed and fsynced, then ``os.replace``d over the target.  ``mode``
     defaults to the old file's mode, else 0644 (mkstemp's 0600 would hide CI artefacts)."""
+    return _write_atomic(path, lambda fh: fh.write(data), mode)
+
+
+def _write_atomic(path: str | os.PathLike[str], write: Callable[[Any], object], mode: int | None) -> Path:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         if mode is None:
@@ -109,3 +114,11 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, *, mode: int |
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     """UTF-8 text, ``\\n`` newlines, written with :func:`write_bytes_atomic`."""
     return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def save_npy_atomic(path: str | os.PathLike[str], arr: Any, *, mode: int | None = None) -> Path:
+    """``np.save`` (no pickles) with :func:`write_bytes_atomic`'s guarantee, streamed to the
+    temporary file rather than built in memory first (cache shards can be large)."""
+    import numpy as np
+
+    return _write_atomic(path, lambda fh: np.save(fh, np.ascontiguousarray(arr), allow_pickle=False), mode)

@@ -21,11 +21,11 @@ import hashlib
 import json
 import re
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from io import BytesIO, StringIO
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 import numpy as np
 import polars as pl
@@ -88,8 +88,7 @@ def load(
         msg = str(e)
         if "\n" not in msg and "\r" not in msg:
             raise
-        # keys and values quoted from the data may hold newlines; messages stay one line
-        raise AuditorError(msg.replace("\r", "\\r").replace("\n", "\\n")) from None
+        raise AuditorError(_one_line(msg)) from None
 
 
 def _load(path: str | Path, text_fields: Sequence[str] | None, id_field: str | None) -> Batch:
@@ -100,7 +99,7 @@ def _load(path: str | Path, text_fields: Sequence[str] | None, id_field: str | N
     table, digest = _read(Path(path), label)
     if table.frame.height == 0:
         raise AuditorError(f"{label}: no records (expected at least one)")
-    recipe = _explicit_recipe(fields) if fields else _auto_recipe(table.frame.columns, label)
+    recipe = recipe_for(table.frame.columns, fields, label=label)
     texts, prompts, responses, given_ids = _extract(table, recipe, id_field, label)
     hashes = tuple(content_hash(t) for t in texts)
     if given_ids is None:
@@ -118,6 +117,8 @@ def _load(path: str | Path, text_fields: Sequence[str] | None, id_field: str | N
         text_fields=recipe.text_fields,
         prompts=tuple(prompts) if recipe.paired else None,
         responses=tuple(responses) if recipe.paired else None,
+        prompt_fields=recipe.prompt_fields,
+        response_fields=recipe.response_fields,
     )
 
 
@@ -130,6 +131,193 @@ def file_sha256(path: str | Path) -> str:
         return sha256_tree(p)
     except OSError as e:
         raise AuditorError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+# ---------------------------------------------------------------------------- streaming
+
+Records = list[tuple[int, dict[str, Any]]]
+
+
+def location(path: str | Path, n: int) -> str:
+    """How errors name record ``n`` of ``path``: ``FILE:LINE`` for line formats (JSONL, CSV),
+    ``FILE:record N`` for the others, exactly as ``load`` names it."""
+    return f"{_where_prefix(path)}{n}"
+
+
+def _where_prefix(path: str | Path) -> str:
+    p = Path(path)
+    by_line = not p.is_dir() and _format_of(p, str(path))[0] in ("jsonl", "csv")
+    return f"{path}:" if by_line else f"{path}:record "
+
+
+def iter_records(path: str | Path, chunk_size: int = 8192) -> Iterator[Records]:
+    """The records of a file as ``(line or record number, record)`` pairs, ``chunk_size``
+    at a time, with ``load``'s checks and error messages.
+
+    JSON Lines (also gzipped) and Parquet are read incrementally, so memory is bounded by
+    the chunk; the other formats have no cheap way to stop half way and are read whole
+    first.
+    """
+    if chunk_size < 1:
+        raise AuditorError(f"chunk_size: {chunk_size} (expected at least 1)")
+    p, label = Path(path), str(path)
+    if not p.exists():
+        raise AuditorError(f"{label}: file not found (no such file or folder)")
+    kind = "dir" if p.is_dir() else _format_of(p, label)[0]
+    if kind == "jsonl":
+        yield from _jsonl_stream(p, label, chunk_size)
+    elif kind == "parquet":
+        yield from _parquet_stream(p, label, chunk_size)
+    else:
+        yield from _table_stream(_read(p, label)[0], label, chunk_size)
+
+
+def fields_of(path: str | Path) -> tuple[str, ...]:
+    """Every top-level field of a file's records, in first-seen order: what ``load`` sees
+    as its columns.  JSON Lines are scanned once (and every line checked), Parquet gives
+    its schema, other formats are read."""
+    p, label = Path(path), str(path)
+    if not p.exists():
+        raise AuditorError(f"{label}: file not found (no such file or folder)")
+    kind = "dir" if p.is_dir() else _format_of(p, label)[0]
+    if kind == "jsonl":
+        return _jsonl_fields(p, label)
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            names = tuple(pq.read_schema(p).names)
+        except Exception as e:  # noqa: BLE001 - any parse failure is a bad file for the user
+            raise AuditorError(f"{label}: cannot read Parquet ({_first_line(e)})") from None
+        return names
+    table = _read(p, label)[0]
+    if table.frame.height == 0:
+        raise AuditorError(f"{label}: no records (expected at least one)")
+    return tuple(table.frame.columns)
+
+
+def iter_texts(
+    path: str | Path, text_fields: Sequence[str] | str | None = None, *, chunk_size: int = 8192
+) -> Iterator[list[str]]:
+    """The texts ``load`` would make of a file, ``chunk_size`` records at a time.
+
+    The recipe comes from the fields of the whole file (``fields_of``), never from the
+    first chunk, so a field that first appears late gives the same text here and in
+    ``load``, and what ``auditor embed`` caches is found again by ``auditor audit``.
+    """
+    label = str(path)
+    fields = _as_fields(text_fields)
+    recipe = recipe_for(() if fields else fields_of(path), fields, label=label)
+    where = _where_prefix(path)
+    for records in iter_records(path, chunk_size):
+        yield [extract(rec, recipe, where=f"{where}{n}").text for n, rec in records]
+
+
+def _table_stream(table: _Table, label: str, chunk_size: int) -> Iterator[Records]:
+    frame = table.frame
+    if frame.height == 0:
+        raise AuditorError(f"{label}: no records (expected at least one)")
+    for s in range(0, frame.height, chunk_size):
+        rows = range(s, min(s + chunk_size, frame.height))
+        if table.raw is not None:  # the exact parse, as load re-reads doubtful records
+            yield [(table.lines[i], table.raw(i)) for i in rows]
+        else:
+            yield [(table.lines[i], frame.row(i, named=True)) for i in rows]
+
+
+def _parquet_stream(p: Path, label: str, chunk_size: int) -> Iterator[Records]:
+    import pyarrow.parquet as pq
+
+    n = 0
+    try:
+        batches = pq.ParquetFile(p).iter_batches(batch_size=chunk_size)
+        for batch in batches:
+            recs = batch.to_pylist()
+            yield [(n + i + 1, r) for i, r in enumerate(recs)]
+            n += len(recs)
+    except (OSError, ValueError) as e:
+        raise AuditorError(f"{label}: cannot read Parquet ({_first_line(e)})") from None
+    except Exception as e:
+        if type(e).__module__.startswith("pyarrow"):
+            raise AuditorError(f"{label}: cannot read Parquet ({_first_line(e)})") from None
+        raise
+    if n == 0:
+        raise AuditorError(f"{label}: no records (expected at least one)")
+
+
+def _jsonl_lines(p: Path, label: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, record) of every non-blank line, checked as ``load`` checks them."""
+    gz = p.name.lower().endswith(".gz")
+    try:
+        f = gzip.open(p, "rb") if gz else open(p, "rb")  # noqa: SIM115 - closed below
+    except OSError as e:
+        raise AuditorError(f"{label}: cannot read ({e.strerror or e})") from None
+    with f:
+        n = 0
+        try:
+            for n, raw in enumerate(f, 1):
+                if n == 1 and raw.startswith(codecs.BOM_UTF8):
+                    raw = raw[len(codecs.BOM_UTF8) :]
+                line = raw[:-1] if raw.endswith(b"\n") else raw
+                if not line or line.isspace():
+                    continue
+                yield n, _jsonl_record(line, label, n)
+        except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+            raise AuditorError(f"{label}: cannot decompress gzip ({e})") from None
+        except OSError as e:
+            raise AuditorError(f"{label}: cannot read ({e.strerror or e})") from None
+
+
+def _jsonl_record(line: bytes, label: str, n: int) -> dict[str, Any]:
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise AuditorError(
+            f"{label}:{n}: invalid UTF-8 byte 0x{line[e.start]:02x} at byte {e.start + 1} of the line "
+            "(expected a UTF-8 text file)"
+        ) from None
+    try:
+        rec = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise AuditorError(f"{label}:{n}: malformed JSON ({e.msg} at column {e.colno})") from None
+    except RecursionError:
+        raise AuditorError(f"{label}:{n}: malformed JSON (nested too deeply)") from None
+    if not isinstance(rec, dict):
+        raise AuditorError(f"{label}:{n}: expected a JSON object, found {_describe(rec)}")
+    return rec
+
+
+def _jsonl_fields(p: Path, label: str) -> tuple[str, ...]:
+    keys: dict[str, None] = {}
+    shape: Any = None
+    first = 0
+    for n, rec in _jsonl_lines(p, label):
+        first = first or n
+        keys.update(dict.fromkeys(rec))
+        try:  # the same one-type-per-field rule load's parser enforces
+            shape = _merge(shape, _shape(rec, "", True), "", True)
+        except _Conflict as c:
+            raise _conflict_error(f"{label}:{n}", c) from None
+    if not first:
+        raise AuditorError(f"{label}: no records (empty file)")
+    if not keys:
+        raise AuditorError(f"{label}:{first}: record has no fields (fields seen: none)")
+    return tuple(keys)
+
+
+def _jsonl_stream(p: Path, label: str, chunk_size: int) -> Iterator[Records]:
+    buf: Records = []
+    seen = False
+    for item in _jsonl_lines(p, label):
+        buf.append(item)
+        seen = True
+        if len(buf) >= chunk_size:
+            yield buf
+            buf = []
+    if buf:
+        yield buf
+    if not seen:
+        raise AuditorError(f"{label}: no records (empty file)")
 
 
 # ---------------------------------------------------------------------------- reading
@@ -340,7 +528,7 @@ def _locate_jsonl_error(
         if not isinstance(rec, dict):
             raise AuditorError(f"{label}:{n}: expected a JSON object, found {_describe(rec)}")
         records.append(rec)
-    _locate_type_conflict(records, [f"{label}:{n}" for n in lines])
+    _locate_type_conflict(records, [f"{label}:{n}" for n in lines], loose=True)
     reason = _first_line(err) if err is not None else "records were lost while parsing"
     raise AuditorError(f"{label}: cannot read JSON Lines ({reason})")
 
@@ -382,34 +570,36 @@ class _Conflict(Exception):
         self.path, self.here, self.before = path, here, before
 
 
-def _shape(value: Any, path: str) -> Any:
+def _shape(value: Any, path: str, loose: bool = False) -> Any:
     """A value's JSON type skeleton: dict of shapes, [shape of items], or a scalar tag."""
     if value is None:
         return None
     if isinstance(value, dict):
-        return {k: _shape(v, f"{path}.{k}" if path else k) for k, v in value.items()}
+        return {k: _shape(v, f"{path}.{k}" if path else k, loose) for k, v in value.items()}
     if isinstance(value, list):
         merged = None
         for v in value:
-            merged = _merge(merged, _shape(v, f"{path}.*"), f"{path}.*")
+            merged = _merge(merged, _shape(v, f"{path}.*", loose), f"{path}.*", loose)
         return [merged]
     if isinstance(value, str):
         return "str"
     return "bool" if isinstance(value, bool) else "num"
 
 
-def _merge(a: Any, b: Any, path: str) -> Any:
+def _merge(a: Any, b: Any, path: str, loose: bool = False) -> Any:
     # mirrors what polars can unify: nulls, numbers, scalars into strings, and
     # objects/lists recursively; anything else is the conflict that made it fail
     if a is None or b is None:
         return b if a is None else a
+    if loose and (a == "str" or b == "str"):  # read_ndjson writes any JSON value into a string column
+        return "str"
     if isinstance(a, dict) and isinstance(b, dict):
         out = dict(a)
         for k, v in b.items():
-            out[k] = _merge(out.get(k), v, f"{path}.{k}" if path else k)
+            out[k] = _merge(out.get(k), v, f"{path}.{k}" if path else k, loose)
         return out
     if isinstance(a, list) and isinstance(b, list):
-        return [_merge(a[0], b[0], f"{path}.*")]
+        return [_merge(a[0], b[0], f"{path}.*", loose)]
     if isinstance(a, str) and isinstance(b, str):
         if a == b:
             return a
@@ -418,16 +608,20 @@ def _merge(a: Any, b: Any, path: str) -> Any:
     raise _Conflict(path, b, a)
 
 
-def _locate_type_conflict(records: Iterable[dict[str, Any]], wheres: list[str]) -> None:
+def _locate_type_conflict(records: Iterable[dict[str, Any]], wheres: list[str], loose: bool = False) -> None:
     shape: Any = None
     for k, rec in enumerate(records):
         try:
-            shape = _merge(shape, _shape(rec, ""), "")
+            shape = _merge(shape, _shape(rec, "", loose), "", loose)
         except _Conflict as c:
-            raise AuditorError(
-                f"{wheres[k]}: field '{c.path}' is {_shape_name(c.here)} here but {_shape_name(c.before)} "
-                "in earlier records or items (expected one JSON type per field)"
-            ) from None
+            raise _conflict_error(wheres[k], c) from None
+
+
+def _conflict_error(where: str, c: _Conflict) -> AuditorError:
+    return AuditorError(
+        f"{where}: field '{c.path}' is {_shape_name(c.here)} here but {_shape_name(c.before)} "
+        "in earlier records or items (expected one JSON type per field)"
+    )
 
 
 def _shape_name(shape: Any) -> str:
@@ -442,8 +636,8 @@ def _shape_name(shape: Any) -> str:
 
 
 @dataclass(frozen=True)
-class _Recipe:
-    """How to turn one record into (text, prompt, response)."""
+class Recipe:
+    """How to turn one record into (text, prompt, response): made by ``recipe_for``."""
 
     text_fields: tuple[str, ...]
     specs: tuple[tuple[str, bool], ...] = ()  # (path, required), in text order
@@ -454,6 +648,16 @@ class _Recipe:
     @property
     def paired(self) -> bool:
         return self.chat or bool(self.response)
+
+    @property
+    def prompt_fields(self) -> tuple[str, ...]:
+        """Fields read as the prompt (for chat: the messages before the last assistant turn)."""
+        return ("messages",) if self.chat else (self.prompt if self.paired else ())
+
+    @property
+    def response_fields(self) -> tuple[str, ...]:
+        """Fields read as the response (for chat: the last assistant message)."""
+        return ("messages",) if self.chat else self.response
 
 
 def _as_fields(text_fields: Sequence[str] | str | None) -> tuple[str, ...]:
@@ -466,16 +670,54 @@ def _as_fields(text_fields: Sequence[str] | str | None) -> tuple[str, ...]:
     return fields
 
 
-def _explicit_recipe(fields: tuple[str, ...]) -> _Recipe:
-    return _Recipe(text_fields=fields, specs=tuple((f, True) for f in fields))
+def recipe_for(
+    columns: Sequence[str], text_fields: Sequence[str] | str | None = None, *, label: str = "input"
+) -> Recipe:
+    """The recipe for a file whose records have the top-level fields ``columns`` (all of
+    them, over the whole file: the recipe must not depend on which records were seen).
+
+    ``text_fields`` given: those paths, each required.  Otherwise the common shapes, as
+    ``load`` documents them.  Raises AuditorError naming ``label`` and the fields seen.
+    """
+    fields = _as_fields(text_fields)
+    return _explicit_recipe(fields) if fields else _auto_recipe(columns, label)
 
 
-def _auto_recipe(columns: Sequence[str], label: str) -> _Recipe:
+class Extracted(NamedTuple):
+    """One record as text: what is embedded, its prompt/response parts, and its id."""
+
+    text: str
+    prompt: str
+    response: str
+    id: str
+
+
+def extract(record: Any, recipe: Recipe, *, where: str, id_field: str | None = None) -> Extracted:
+    """Turn one parsed record into text by ``recipe``; errors are prefixed with ``where``
+    (``FILE:LINE`` or ``FILE:record N``, see ``location``)."""
+    if not isinstance(record, dict):
+        raise AuditorError(f"{where}: expected a JSON object, found {_describe(record)}")
+    try:
+        return Extracted(*_extract_row(record, recipe, id_field, False))
+    except _FieldError as e:
+        raise AuditorError(_one_line(f"{where}: {e}")) from None
+
+
+def _one_line(msg: str) -> str:
+    # keys and values quoted from the data may hold newlines; messages stay one line
+    return msg.replace("\r", "\\r").replace("\n", "\\n")
+
+
+def _explicit_recipe(fields: tuple[str, ...]) -> Recipe:
+    return Recipe(text_fields=fields, specs=tuple((f, True) for f in fields))
+
+
+def _auto_recipe(columns: Sequence[str], label: str) -> Recipe:
     cols = set(columns)
     if "text" in cols:
         return _explicit_recipe(("text",))
     if "messages" in cols:
-        return _Recipe(text_fields=("messages",), chat=True)
+        return Recipe(text_fields=("messages",), chat=True)
     if "instruction" in cols:
         prompt = [("instruction", True)] + ([("input", False)] if "input" in cols else [])
         out = next((f for f in _RESPONSE_FIELDS if f in cols), None)
@@ -495,9 +737,9 @@ def _auto_recipe(columns: Sequence[str], label: str) -> _Recipe:
     raise AuditorError(f"{label}: no text field recognised (fields seen: {seen}; expected {_AUTO_SHAPES})")
 
 
-def _recipe_from(prompt: list[tuple[str, bool]], response: list[tuple[str, bool]]) -> _Recipe:
+def _recipe_from(prompt: list[tuple[str, bool]], response: list[tuple[str, bool]]) -> Recipe:
     specs = tuple(prompt + response)
-    return _Recipe(
+    return Recipe(
         text_fields=tuple(p for p, _ in specs),
         specs=specs,
         prompt=tuple(p for p, _ in prompt),
@@ -517,7 +759,7 @@ class _Coerced(Exception):
 
 
 def _extract(
-    table: _Table, recipe: _Recipe, id_field: str | None, label: str
+    table: _Table, recipe: Recipe, id_field: str | None, label: str
 ) -> tuple[list[str], list[str], list[str], list[str] | None]:
     """Texts, prompts, responses and (with ``id_field``) ids of every record, in order."""
     frame = table.frame
@@ -557,7 +799,7 @@ def _extract(
 
 
 def _columnar(
-    frame: pl.DataFrame, recipe: _Recipe, id_field: str | None, check: bool
+    frame: pl.DataFrame, recipe: Recipe, id_field: str | None, check: bool
 ) -> tuple[list[str], list[str], list[str], list[str], list[int]] | None:
     """The common case (top-level string fields) in polars expressions, for speed.
 
@@ -609,7 +851,7 @@ def _columnar(
 
 
 def _extract_row(
-    rec: dict[str, Any], recipe: _Recipe, id_field: str | None, check: bool
+    rec: dict[str, Any], recipe: Recipe, id_field: str | None, check: bool
 ) -> tuple[str, str, str, str]:
     if recipe.chat:
         text, prompt, response = _chat(rec, check)

@@ -60,6 +60,9 @@ class Batch:
     datasets) it came from, for error messages and reports.  ``prompts``/``responses``
     are set when the records have a prompt/response structure (instruction+input /
     output, prompt / completion, chat messages); checks that compare responses use them.
+    ``text_fields`` are the fields joined into each text; ``prompt_fields`` and
+    ``response_fields`` the parts of them read as prompt and response (empty when the
+    records were not read as prompt/response pairs).
     """
 
     path: str
@@ -71,6 +74,8 @@ class Batch:
     text_fields: tuple[str, ...]
     prompts: tuple[str, ...] | None = None
     responses: tuple[str, ...] | None = None
+    prompt_fields: tuple[str, ...] = ()
+    response_fields: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         n = len(self.ids)
@@ -86,7 +91,14 @@ class Batch:
         return len(self.ids)
 
     def info(self) -> InputInfo:
-        return InputInfo(path=self.path, n_records=len(self), sha256=self.sha256)
+        return InputInfo(
+            path=self.path,
+            n_records=len(self),
+            sha256=self.sha256,
+            text_fields=self.text_fields,
+            prompt_fields=self.prompt_fields,
+            response_fields=self.response_fields,
+        )
 
 
 @dataclass(frozen=True)
@@ -228,16 +240,43 @@ class Finding:
 
 @dataclass(frozen=True)
 class InputInfo:
+    """One input of a report: where it came from and how its records were read.
+
+    ``to_dict()["fields"]`` always holds ``text``, ``prompt`` and ``response`` lists: the
+    fields joined into the embedded text and those read as prompt and response (empty
+    lists when the records were not read as pairs), so two sides read differently show.
+    """
+
     path: str
     n_records: int
     sha256: str
+    text_fields: tuple[str, ...] = ()
+    prompt_fields: tuple[str, ...] = ()
+    response_fields: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "n_records": self.n_records, "sha256": self.sha256}
+        return {
+            "path": self.path,
+            "n_records": self.n_records,
+            "sha256": self.sha256,
+            "fields": {
+                "text": list(self.text_fields),
+                "prompt": list(self.prompt_fields),
+                "response": list(self.response_fields),
+            },
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> InputInfo:
-        return cls(path=str(d["path"]), n_records=int(d["n_records"]), sha256=str(d["sha256"]))
+        fields = d.get("fields") or {}
+        return cls(
+            path=str(d["path"]),
+            n_records=int(d["n_records"]),
+            sha256=str(d["sha256"]),
+            text_fields=tuple(str(f) for f in fields.get("text", ())),
+            prompt_fields=tuple(str(f) for f in fields.get("prompt", ())),
+            response_fields=tuple(str(f) for f in fields.get("response", ())),
+        )
 
 
 @dataclass(frozen=True)

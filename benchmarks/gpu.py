@@ -171,7 +171,9 @@ def bench_st_baseline(model_dir: Path, texts: list[str], only: list[str] | None 
 
 def bench_ours(model_dir: Path, texts: list[str], cache_root: Path, budgets: list[int]) -> dict[str, Any]:
 
-    from auditor.embed import EmbeddingCache, embed_texts, load_encoder
+    from auditor.cache import EmbeddingCache
+    from auditor.embed import embed_texts
+    from auditor.encoders import load_encoder
     from auditor.textutil import content_hash
 
     enc = load_encoder(model_dir, device=DEVICE)

@@ -18,7 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from auditor.embed import EmbeddingCache, load_encoder  # noqa: E402
+from auditor.cache import EmbeddingCache  # noqa: E402
+from auditor.encoders import load_encoder  # noqa: E402
 from auditor.planted import SCENARIOS, records_from_alpaca, run_scenario  # noqa: E402
 from auditor.rules import load_rules  # noqa: E402
 

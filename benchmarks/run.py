@@ -320,7 +320,9 @@ def bench_startup(quick: bool) -> dict[str, Any]:
 
 
 def bench_embedding(quick: bool) -> dict[str, Any]:
-    from auditor.embed import EmbeddingCache, embed_texts, load_encoder
+    from auditor.cache import EmbeddingCache
+    from auditor.embed import embed_texts
+    from auditor.encoders import load_encoder
     from auditor.textutil import content_hash
 
     n = 300 if quick else 1000
@@ -465,7 +467,8 @@ def bench_e2e(quick: bool) -> dict[str, Any]:
 
 
 def bench_quality(quick: bool) -> dict[str, Any]:
-    from auditor.embed import EmbeddingCache, load_encoder
+    from auditor.cache import EmbeddingCache
+    from auditor.encoders import load_encoder
     from auditor.planted import SCENARIOS, records_from_alpaca, run_scenario
     from auditor.rules import load_rules
     from tests.helpers import fixture_cache
@@ -553,7 +556,7 @@ def bench_gpu(quick: bool) -> dict[str, Any]:
     if resolve_device("auto") != "cpu":
         with tempfile.TemporaryDirectory() as tmp:
             cmd = [PY, "-m", "benchmarks.gpu", "--out", tmp, "--data", str(DATA), "--model"]
-            from auditor.embed import bundled_model_dir
+            from auditor.encoders import bundled_model_dir
 
             subprocess.run([*cmd, str(bundled_model_dir())], cwd=ROOT, check=False)
             return {"source": "this run", **json.loads((Path(tmp) / "gpu_results.json").read_text())}

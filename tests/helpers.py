@@ -36,7 +36,9 @@ def alpaca_records() -> list[dict[str, str]]:
 
 @cache
 def alpaca_texts() -> tuple[str, ...]:
-    return tuple("\n".join(p for p in (r["instruction"], r["input"], r["output"]) if p) for r in alpaca_records())
+    return tuple(
+        "\n".join(p for p in (r["instruction"], r["input"], r["output"]) if p) for r in alpaca_records()
+    )
 
 
 @cache
@@ -52,12 +54,20 @@ def alpaca_minilm() -> np.ndarray:
 
 def fixture_cache(root: Path):  # type: ignore[no-untyped-def]
     """An EmbeddingCache pre-filled with the real Alpaca embeddings (texts and views), so a
-    test that uses the real encoder only embeds the texts it changed."""
-    from auditor.embed import BUNDLED_MODEL_SHA256, EmbeddingCache
+    test that uses the real encoder only embeds the texts it changed.
+
+    The fixture records the bundled model by its weights' sha256 (the id it was made
+    under); its vectors are those of the whole pinned model, so they go under the bundled
+    model's full fingerprint."""
+    from auditor.cache import EmbeddingCache
+    from auditor.encoders import BUNDLED_MODEL_SHA256, BUNDLED_WEIGHTS_SHA256
 
     cache = EmbeddingCache(root)
     path = FIXTURES / "alpaca_minilm.npz"
     with np.load(path, allow_pickle=False) as z:
+        made_with = str(z["model_sha256"])
+        if made_with not in (BUNDLED_WEIGHTS_SHA256, BUNDLED_MODEL_SHA256):
+            raise ValueError(f"{path}: made with model {made_with}, not the bundled all-MiniLM-L6-v2")
         for name in ("embeddings", "prompt", "response"):
             if name not in z:
                 continue

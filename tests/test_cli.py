@@ -172,7 +172,9 @@ def test_audit_sample_real_model_fail_then_cached_pass(tmp_path):
     assert r.returncode == 1, r.stderr[-2000:]
     report = json.loads(r.stdout)
     assert report["status"] == "fail" and report["schema_version"] == 1
-    assert report["model"]["sha256"].startswith("53aa5117")
+    from auditor.encoders import BUNDLED_MODEL_SHA256
+
+    assert report["model"]["sha256"] == BUNDLED_MODEL_SHA256
     assert (
         report["inputs"]["current"]["n_records"] == 400 and report["inputs"]["reference"]["n_records"] == 175
     )

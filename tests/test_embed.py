@@ -1,7 +1,10 @@
 import numpy as np
 import pytest
 
-from auditor.embed import BUNDLED_MODEL_SHA256, EmbeddingCache, embed_batch, embed_texts, sha256_file
+from auditor.cache import EmbeddingCache
+from auditor.embed import embed_batch, embed_texts
+from auditor.encoders import BUNDLED_MODEL_SHA256, BUNDLED_WEIGHTS_SHA256
+from auditor.fsutil import sha256_file
 from auditor.textutil import batch_from_texts, content_hash
 from tests.fakes import FakeEncoder
 
@@ -13,8 +16,11 @@ def test_cache_second_run_embeds_nothing(tmp_path):
     first, n1 = embed_texts(texts, hashes, enc, EmbeddingCache(tmp_path))
     assert n1 == 3  # the duplicate text is embedded once
     calls = enc.calls
-    second, n2 = embed_texts(texts, hashes, enc, EmbeddingCache(tmp_path))  # fresh process-level cache object
-    assert n2 == 0 and enc.calls == calls
+    cache = EmbeddingCache(tmp_path)  # fresh process-level cache object
+    second, n2 = embed_texts(texts, hashes, enc, cache)
+    # nothing new is embedded; only the spot check re-embeds (all four hits here)
+    assert n2 == 0 and cache.stats.used == 4 and cache.stats.spot_checked == 4
+    assert enc.calls == calls + 4 and cache.stats.re_embedded == 0
     np.testing.assert_array_equal(first, second)
 
 
@@ -28,9 +34,9 @@ def test_cache_is_keyed_by_model(tmp_path):
 
 
 def test_interrupted_run_resumes_from_finished_chunks(tmp_path, monkeypatch):
-    import auditor.embed as embed
+    import auditor.encoders as encoders
 
-    monkeypatch.setattr(embed, "CHUNK", 10)
+    monkeypatch.setattr(encoders, "CHUNK", 10)
     texts = [f"record number {i}" for i in range(35)]
     hashes = [content_hash(t) for t in texts]
 
@@ -42,9 +48,9 @@ def test_interrupted_run_resumes_from_finished_chunks(tmp_path, monkeypatch):
 
     with pytest.raises(KeyboardInterrupt):
         embed_texts(texts, hashes, Dies(), EmbeddingCache(tmp_path))
-    assert not list(tmp_path.rglob(".tmp-*"))  # nothing half-written
+    assert not list(tmp_path.rglob(".*.tmp"))  # nothing half-written
     enc = FakeEncoder()
-    _, n = embed_texts(texts, hashes, enc, EmbeddingCache(tmp_path))
+    _, n = embed_texts(texts, hashes, enc, EmbeddingCache(tmp_path), spot_check=0)
     assert n == 15  # the two finished chunks of 10 were kept
 
 
@@ -58,9 +64,9 @@ def test_embed_batch_views(tmp_path):
 
 @pytest.mark.model
 def test_bundled_model_is_verified_and_embeds(tmp_path):
-    from auditor.embed import bundled_model_dir, load_encoder
+    from auditor.encoders import bundled_model_dir, load_encoder
 
-    assert sha256_file(bundled_model_dir() / "model.safetensors") == BUNDLED_MODEL_SHA256
+    assert sha256_file(bundled_model_dir() / "model.safetensors") == BUNDLED_WEIGHTS_SHA256
     enc = load_encoder(device="cpu")
     assert enc.info.sha256 == BUNDLED_MODEL_SHA256 and enc.dim == 384
     e = enc.encode(["Write a haiku about autumn.", "Compose a short poem about fall.", "Sum 2 and 3."])
@@ -73,7 +79,7 @@ def test_bundled_model_is_verified_and_embeds(tmp_path):
 def test_tampered_bundled_weights_are_refused(tmp_path, monkeypatch):
     import shutil
 
-    import auditor.embed as embed
+    import auditor.encoders as embed
     from auditor.types import AuditorError
 
     src = embed.bundled_model_dir()

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.model
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from auditor.embed import load_encoder
+    from auditor.encoders import load_encoder
 
     cache = fixture_cache(tmp_path_factory.mktemp("cache"))
     return records_from_alpaca(alpaca_records()), load_encoder(device="cpu"), cache, load_rules()

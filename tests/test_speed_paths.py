@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from auditor import kernels
+from auditor.cache import EmbeddingCache
 from auditor.checks.drift import mmd, mmd_permutation_test
-from auditor.embed import EmbeddingCache, StaticEncoder, embed_batch, embed_file, embed_texts, load_encoder
+from auditor.embed import embed_batch, embed_file, embed_texts
+from auditor.encoders import StaticEncoder, load_encoder
 from auditor.textutil import batch_from_texts, content_hash
 from auditor.types import AuditorError, ModelInfo, Snapshot
 from tests.fakes import FakeEncoder
@@ -48,7 +50,7 @@ def test_auto_device_is_cpu_and_cuda_is_a_clear_error_without_cuda(monkeypatch):
     # the encoder checks an explicit device before any work
     with pytest.raises(AuditorError, match="--device cuda: CUDA is not available"):
         load_encoder(device="cuda")
-    # ...and the checks then follow --device: cpu here
+    # ...and the checks, without a CUDA device, run on the CPU
     rng = np.random.default_rng(0)
     f = mmd(
         snap(rng.normal(size=(40, 16)), "r"), snap(rng.normal(size=(40, 16)), "c"), seed=0, permutations=49
@@ -219,15 +221,15 @@ def test_transformer_model_loads_only_when_something_needs_encoding(tmp_path):
     hashes = [content_hash(t) for t in texts]
     cache = EmbeddingCache(tmp_path)
     cache.put(enc.fingerprint, hashes, np.eye(2, enc.dim, dtype=np.float32))
-    emb, n = embed_texts(texts, hashes, enc, EmbeddingCache(tmp_path))
+    emb, n = embed_texts(texts, hashes, enc, EmbeddingCache(tmp_path), spot_check=0)
     assert n == 0 and emb[1, 1] == 1.0
-    assert enc._model is None  # nothing to encode: the model was never loaded
+    assert enc._model is None  # nothing to encode (and no spot check asked): never loaded
 
 
 def test_cache_index_merges_and_reopens(tmp_path, monkeypatch):
-    import auditor.embed as embed
+    import auditor.cache as cache_mod
 
-    monkeypatch.setattr(embed._Index, "MERGE_AT", 5)
+    monkeypatch.setattr(cache_mod._Index, "MERGE_AT", 5)
     cache = EmbeddingCache(tmp_path)
     texts = [f"text {i}" for i in range(23)]
     hashes = [content_hash(t) for t in texts]
@@ -256,10 +258,10 @@ def write_jsonl(path, n: int) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_streaming_embed_resumes_and_warms_the_audit_cache(tmp_path, monkeypatch):
-    import auditor.embed as embed
+    import auditor.encoders as encoders
     from auditor.io import load
 
-    monkeypatch.setattr(embed, "CHUNK", 7)
+    monkeypatch.setattr(encoders, "CHUNK", 7)
     data = tmp_path / "big.jsonl"
     write_jsonl(data, 60)
 
@@ -272,17 +274,19 @@ def test_streaming_embed_resumes_and_warms_the_audit_cache(tmp_path, monkeypatch
     with pytest.raises(KeyboardInterrupt):
         embed_file(data, Dies(), EmbeddingCache(tmp_path / "c"), chunk=16)
     enc = FakeEncoder()
-    res = embed_file(data, enc, EmbeddingCache(tmp_path / "c"), chunk=16)
+    cache = EmbeddingCache(tmp_path / "c")
+    res = embed_file(data, enc, cache, chunk=16)
     assert res.n_records == 60 and res.n_unique == 60
     # read 16 at a time, encoded 7 at a time: pieces of 7, 7, 2, then 7 were stored before
-    # the encoder died, and only the rest is embedded on resume
-    assert res.n_cached == 23 and res.n_encoded == 37 == enc.calls
-    again = embed_file(data, enc, EmbeddingCache(tmp_path / "c"), chunk=16)
-    assert again.n_encoded == 0 and enc.calls == 37
+    # the encoder died, and only the rest is embedded on resume (plus the spot checks)
+    assert res.n_cached == 23 and res.n_encoded == 37
+    assert cache.stats.spot_checked == 16 + 7 and enc.calls == 37 + 23
+    again = embed_file(data, enc, EmbeddingCache(tmp_path / "c"), chunk=16, spot_check=0)
+    assert again.n_encoded == 0 and enc.calls == 60
     # the texts are exactly what auditor.io makes, so an audit of the file is all cache hits
     batch = load(data)
-    snap_ = embed_batch(batch, enc, EmbeddingCache(tmp_path / "c"))
-    assert enc.calls == 37
+    snap_ = embed_batch(batch, enc, EmbeddingCache(tmp_path / "c"), spot_check=0)
+    assert enc.calls == 60
     np.testing.assert_allclose(snap_.embeddings, FakeEncoder().encode(list(batch.texts)), atol=1e-6)
 
 
@@ -292,7 +296,7 @@ def test_streaming_names_the_bad_line(tmp_path):
     with pytest.raises(AuditorError, match=r"bad.jsonl:2: field 'text'"):
         embed_file(data, FakeEncoder(), EmbeddingCache(tmp_path / "c"))
     data.write_text('{"text": "fine"}\n{oops\n', encoding="utf-8")
-    with pytest.raises(AuditorError, match=r"bad.jsonl:2: not valid JSON"):
+    with pytest.raises(AuditorError, match=r"bad.jsonl:2: malformed JSON"):
         embed_file(data, FakeEncoder(), EmbeddingCache(tmp_path / "c"))
 
 
