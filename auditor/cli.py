@@ -463,6 +463,67 @@ def trend_cmd(
     )
 
 
+@app.command("selfinstruct")
+def selfinstruct_cmd(
+    generated: Annotated[
+        Path,
+        typer.Argument(
+            help="The generated pool: Alpaca-style array, Self-Instruct 'instances', Code Alpaca or "
+            "GPTeacher records (.json, .jsonl, .parquet)."
+        ),
+    ],
+    seeds: Annotated[Path, typer.Option("--seeds", "-s", help="The seed tasks the pool was bootstrapped from.")],
+    eval_files: Annotated[
+        list[Path] | None,
+        typer.Option("--eval", help="An evaluation set the pool must not copy; repeat for several."),
+    ] = None,
+    id_field: IdFieldOpt = None,
+    rules: Annotated[
+        Path | None,
+        typer.Option("--rules", help="Rules YAML replacing rules/selfinstruct.yaml (which checks run, how graded)."),
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for report.json and report.md.")] = Path(
+        "auditor-report"
+    ),
+    seed: SeedOpt = 0,
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    cache_dir: CacheOpt = Path(".auditor/cache"),
+    no_cache: NoCacheOpt = False,
+    batch_size: BatchSizeOpt = 64,
+    html: HtmlOpt = False,
+    junit: JunitOpt = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Audit a Self-Instruct-style GENERATED pool against its --seeds: ROUGE-L novelty, the
+    pipeline's filters, verb-object diversity and --eval contamination (same report and
+    exit codes as audit).
+
+    Example:  auditor selfinstruct alpaca_data.json --seeds seed_tasks.jsonl --eval user_oriented.jsonl
+    """
+    from auditor.progress import Progress
+    from auditor.report import write_reports
+    from auditor.selfinstruct import run_selfinstruct
+
+    with Progress(quiet=quiet) as progress:
+        run = run_selfinstruct(
+            generated,
+            seeds,
+            evals=eval_files or (),
+            id_field=id_field,
+            rules=rules,
+            seed=seed,
+            model=model,
+            device=device,
+            cache_dir=None if no_cache else cache_dir,
+            batch_size=batch_size,
+            progress=progress,
+        )
+    written = write_reports(run.report, out, ref=run.reference, cur=run.current, html=html)
+    _finish(run.report, written=written, junit=junit, json_out=json_out, quiet=quiet)
+
+
 def main() -> None:
     """Console-script entry point: usage errors exit 2 (click), AuditorError exits 2 here."""
     try:

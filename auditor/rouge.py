@@ -173,9 +173,7 @@ class CopyPair:
     score: float
 
 
-def near_copies_within(
-    docs: Sequence[Tokens], threshold: float
-) -> tuple[list[CopyPair], dict[str, int]]:
+def near_copies_within(docs: Sequence[Tokens], threshold: float) -> tuple[list[CopyPair], dict[str, int]]:
     """Every (later, earlier) pair of ``docs`` with ROUGE-L F > ``threshold``, in file order.
 
     Each later record is paired with its best-scoring earlier record only (ties: the
