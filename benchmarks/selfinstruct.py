@@ -100,6 +100,8 @@ def end_to_end() -> dict[str, Any]:
             "findings": [(f.rule, f.severity, f.summary) for f in clean.report.findings],
         }
         print(json.dumps(out["clean"], indent=1), flush=True)
+        # the release's own filter violations, listed (at info) by the clean run
+        natural = {i for f in clean.report.findings if f.check == "validity" for i in f.record_ids}
         recs, groups = plant(
             alpaca_records(),
             _read_jsonl(data("self_instruct_seed_tasks.jsonl")),
@@ -134,6 +136,13 @@ def end_to_end() -> dict[str, Any]:
                 "precision": round(tp / len(found), 3) if found else 0.0,
                 "recall": round(tp / len(truth), 3),
             }
+            if group == "validity":
+                # pool records keep their content hash ids, so the clean run's ids match
+                real = truth | (natural & set(ids))
+                scores[group]["release_violators_found"] = len(found & natural)
+                scores[group]["precision_counting_release_violators"] = (
+                    round(len(found & real) / len(found), 3) if found else 0.0
+                )
         out["planted"] = {
             "seconds": round(time.perf_counter() - t0, 1),
             "exit_code": run.report.exit_code,
