@@ -640,6 +640,72 @@ def trend_cmd(
     )
 
 
+@app.command("selfinstruct")
+def selfinstruct_cmd(
+    generated: Annotated[
+        Path,
+        typer.Argument(
+            help="The generated pool: Alpaca-style array, Self-Instruct 'instances', Code Alpaca or "
+            "GPTeacher records (.json, .jsonl, .parquet)."
+        ),
+    ],
+    seeds: Annotated[Path, typer.Option("--seeds", "-s", help="The seed tasks the pool was bootstrapped from.")],
+    eval_files: Annotated[
+        list[Path] | None,
+        typer.Option("--eval", help="An evaluation set the pool must not copy; repeat for several."),
+    ] = None,
+    id_field: IdFieldOpt = None,
+    rules: Annotated[
+        Path | None,
+        typer.Option("--rules", help="Rules YAML replacing rules/selfinstruct.yaml (which checks run, how graded)."),
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for report.json and report.md.")] = Path(
+        "auditor-report"
+    ),
+    seed: SeedOpt = 0,
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    cache_dir: CacheOpt = None,
+    no_cache: NoCacheOpt = False,
+    batch_size: BatchSizeOpt = 64,
+    html: HtmlOpt = False,
+    junit: JunitOpt = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Audit a Self-Instruct-style GENERATED pool against its --seeds: ROUGE-L novelty, the
+    pipeline's filters, verb-object diversity and --eval contamination (same report and
+    exit codes as audit).
+
+    Example:  auditor selfinstruct alpaca_data.json --seeds seed_tasks.jsonl --eval user_oriented.jsonl
+    """
+    check_input(generated)
+    check_input(seeds)
+    for path in eval_files or ():
+        check_input(path)
+    check_output_dir(out, "--out")
+    from auditor.progress import Progress
+    from auditor.report import write_reports
+    from auditor.selfinstruct import run_selfinstruct
+
+    with Progress(quiet=quiet) as progress:
+        run = run_selfinstruct(
+            generated,
+            seeds,
+            evals=eval_files or (),
+            id_field=id_field,
+            rules=rules,
+            seed=seed,
+            model=model,
+            device=device,
+            cache_dir=_cache_dir(cache_dir, no_cache),
+            batch_size=batch_size,
+            progress=progress,
+        )
+    written = write_reports(run.report, out, ref=run.reference, cur=run.current, html=html)
+    _finish(run.report, written=written, junit=junit, json_out=json_out, quiet=quiet)
+
+
 def _debug_requested(args: Sequence[str]) -> bool:
     if os.environ.get("AUDITOR_DEBUG", "").strip().lower() in ("1", "true", "yes", "on"):
         return True

@@ -45,10 +45,16 @@ SEVERITIES: tuple[str, ...] = ("info", "warn", "fail")
 # A rules file is a page of YAML; anything much larger is not one (and is not parsed).
 MAX_RULES_BYTES = 1 << 20
 
+# validity's reason codes (auditor/checks/validity.py REASONS; test_rules_strict checks they agree)
+VALIDITY_REASONS: tuple[str, ...] = (
+    "too_short", "too_long", "keyword", "forbidden_prefix", "starts_with_punctuation", "starts_non_ascii",
+    "empty_output", "output_equals_input", "ends_with_colon", "conflicting_outputs",
+)
+
 _TOP_KEYS = {"version", "alpha", "warn_alpha", "rules"}
 _RULE_KEYS = {"name", "check", "severity", "why", "params", "min_effect", "enabled"}
 
-Kind = Literal["int", "float", "bool", "ints", "choice"]
+Kind = Literal["int", "float", "bool", "ints", "choice", "strs"]
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,8 @@ class Param:
 
     ``kind``: int / float (``lo``..``hi``, ends open where ``lo_open``/``hi_open``), bool,
     ints (a non-empty list of integers each in ``lo``..``hi``), choice (one of
-    ``choices``).  ``nullable``: ``null`` means "the check's own default".
+    ``choices``), strs (a non-empty list of non-empty strings, each one of ``choices``
+    when those are given).  ``nullable``: ``null`` means "the check's own default".
     """
 
     kind: Kind
@@ -74,6 +81,8 @@ class Param:
             text = "true or false"
         elif self.kind == "choice":
             text = "one of " + ", ".join(self.choices)
+        elif self.kind == "strs":
+            text = "non-empty list of " + ("any of " + ", ".join(self.choices) if self.choices else "non-empty strings")
         else:
             text = {"int": "integer ", "float": "number in ", "ints": "non-empty list of integers, each "}[
                 self.kind
@@ -111,6 +120,11 @@ class Param:
             if not _is_number(value):
                 return f"{value!r} should be a number ({self.describe()})"
             return None if self._in_range(float(value)) else f"{value!r} is out of range ({self.describe()})"
+        if self.kind == "strs":
+            if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+                return f"{value!r} should be a non-empty list of non-empty strings ({self.describe()})"
+            bad_s = [v for v in value if self.choices and v not in self.choices]
+            return None if not bad_s else f"{bad_s[0]!r} in {value!r} is not allowed ({self.describe()})"
         # ints
         if not isinstance(value, list) or not value or not all(_is_int(v) for v in value):
             return f"{value!r} should be a non-empty list of integers ({self.describe()})"
@@ -211,6 +225,37 @@ PARAMS: Mapping[str, Mapping[str, Param]] = {
         "alpha_flag": _prob_open(0.5),
         "min_group": _int(1, 1_000_000),
         "report_alpha": _prob_open(),
+    },
+    # the Self-Instruct checks (auditor/checks/{novelty,validity,diversity,contamination}.py)
+    "novelty": {
+        "threshold": _prob_open(),
+        "against_seeds": Param("bool"),
+        "within_batch": Param("bool"),
+        "bins": _int(2, 1000),
+        "max_examples": _int(1, 10_000),
+    },
+    "validity": {
+        "min_words": _int(1, 10_000),
+        "max_words": _int(1, 1_000_000),
+        "keywords": Param("strs", nullable=True),
+        "prefixes": Param("strs", nullable=True),
+        "reasons": Param("strs", choices=VALIDITY_REASONS, nullable=True),
+        "max_share": Param("float", 0.0, 1.0),
+        "max_examples": _int(1, 10_000),
+    },
+    "diversity": {
+        "min_ratio": _prob_open(),
+        "subsamples": _int(1, 10_000),
+        "top_verbs": _int(1, 1000),
+        "nouns_per_verb": _int(1, 1000),
+    },
+    "contamination": {
+        "n": _int(1, 100),
+        "min_n": _int(1, 100),
+        "cosine_threshold": _prob_open(),
+        "min_rouge": Param("float", 0.0, 1.0),
+        "use_embeddings": Param("bool"),
+        "max_examples": _int(1, 10_000),
     },
 }
 

@@ -289,3 +289,12 @@ def test_any_parameter_value_is_accepted_in_range_or_refused_cleanly(slot, value
     got = rules.rules[0].params[key]
     if spec.kind in ("int", "float") and value is not None:
         assert spec.lo is not None and spec.hi is not None and spec.lo <= got <= spec.hi
+
+
+def test_validity_reason_codes_agree_with_the_check() -> None:
+    """rules.py keeps validity's reason codes so a bad rules file is refused without
+    importing the check; the two lists must not drift apart."""
+    from auditor.checks.validity import REASONS
+    from auditor.rules import VALIDITY_REASONS
+
+    assert tuple(REASONS) == VALIDITY_REASONS

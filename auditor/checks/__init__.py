@@ -28,6 +28,10 @@ _FAMILIES: tuple[str, ...] = (
     "auditor.checks.duplicates",
     "auditor.checks.flips",
     "auditor.checks.support",
+    "auditor.checks.novelty",
+    "auditor.checks.validity",
+    "auditor.checks.diversity",
+    "auditor.checks.contamination",
 )
 
 
