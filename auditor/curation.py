@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -317,7 +317,7 @@ def diff_report(
             else f"insufficient data: {len(added_u)} unexplained added records; the rules need at least "
             f"{min_added} to compare them with round A"
         )
-        status = "skipped" if not added_u else "insufficient"
+        status: Literal["skipped", "insufficient"] = "skipped" if not added_u else "insufficient"
         for r in rules.rules:
             outcomes.append(RuleOutcome(r.name, r.check, status, reason))
             if added_u:
