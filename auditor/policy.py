@@ -26,14 +26,18 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from auditor.errors import AuditorError
-from auditor.rounds import RecordDiff, clip_example, diff_records
-from auditor.stats import permutation_p_value
 from auditor.types import Batch, Finding, Snapshot
+
+if TYPE_CHECKING:
+    from auditor.rounds import RecordDiff
+
+# auditor.rounds and auditor.stats import scipy: they load inside the functions that
+# use them, so ``parse_policy`` stays cheap on the CLI's error path.
 
 # An added record this close (cosine) to a removed one, each the other's best match, is
 # that record edited, not new content.
@@ -211,6 +215,8 @@ def infer_policy(a: Snapshot, b: Snapshot, d: RecordDiff | None = None) -> Polic
     records have a kept neighbour at >= t.  Length filters: a bound is claimed when no
     kept record crosses it and at least ``MIN_EXPLAINED`` removed records do.
     """
+    from auditor.rounds import diff_records
+
     d = d if d is not None else diff_records(a, b)
     notes: list[str] = []
     dedup: float | None = None
@@ -317,6 +323,8 @@ def attribute(a: Snapshot, b: Snapshot, policy: Policy | None = None, d: RecordD
     record (cosine >= the dedup threshold, or token Jaccard >= the lexical one), else
     unexplained.  Added records are "changed" (the edit of a removed one) or unexplained.
     """
+    from auditor.rounds import diff_records
+
     d = d if d is not None else diff_records(a, b)
     pol = policy if policy is not None else infer_policy(a, b, d)
     removed = np.asarray(d.removed, dtype=np.int64)
@@ -511,6 +519,9 @@ def dedup_resolution(
     members lying furthest along the winning direction (the records a systematic rule
     chose to drop).
     """
+    from auditor.rounds import clip_example
+    from auditor.stats import permutation_p_value
+
     n_groups = len(groups.kept)
     if n_groups < 2:
         return Finding(
