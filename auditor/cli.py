@@ -580,6 +580,15 @@ def diff_cmd(
     rules: RulesOpt = None,
     seed: SeedOpt = 0,
     permutations: PermutationsOpt = None,
+    policy: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--policy",
+            help="The curation policy that explains removals: dedup:COS, lexical:JACCARD, "
+            "filter:min_chars=N (max_chars, min_response_chars, max_response_chars), filter:empty=response, "
+            "none, infer (default: inferred from the data). Repeat for several.",
+        ),
+    ] = None,
     junit: JunitOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -592,12 +601,17 @@ def diff_cmd(
     """
     check_output_dir(out, "--out")
     from auditor.curation import diff
+    from auditor.policy import parse_policy
+
+    declared = parse_policy(policy)  # a bad --policy is refused before any work
     from auditor.progress import Progress
     from auditor.report import write_reports, write_text_atomic
     from auditor.report.rounds import render_diff
 
     with Progress(quiet=quiet) as progress:
-        result = diff(store, a, b, rules=rules, seed=seed, n_permutations=permutations, progress=progress)
+        result = diff(
+            store, a, b, rules=rules, seed=seed, n_permutations=permutations, progress=progress, policy=declared
+        )
     written = write_reports(result.report, out)
     written["diff"] = write_text_atomic(out / "diff.md", render_diff(result))
     _finish(result.report, written=written, junit=junit, json_out=json_out, quiet=quiet)
@@ -614,6 +628,15 @@ def trend_cmd(
     ] = None,
     seed: SeedOpt = 0,
     permutations: PermutationsOpt = None,
+    policy: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--policy",
+            help="The curation policy that explains removals: dedup:COS, lexical:JACCARD, "
+            "filter:min_chars=N (max_chars, min_response_chars, max_response_chars), filter:empty=response, "
+            "none, infer (default: inferred from the data). Repeat for several.",
+        ),
+    ] = None,
     junit: JunitOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -626,9 +649,11 @@ def trend_cmd(
     if out is not None:
         check_output_dir(out, "--out")
     from auditor.curation import trend
+    from auditor.policy import parse_policy
     from auditor.report import write_reports
 
-    result = trend(store, name, seed=seed, n_permutations=permutations)
+    declared = parse_policy(policy)
+    result = trend(store, name, seed=seed, n_permutations=permutations, policy=declared)
     written = write_reports(result.report, out) if out is not None else {}
     _finish(
         result.report,

@@ -10,18 +10,30 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from auditor.gate import assemble, grade, grade_all, plan, run_rules
+from auditor.gate import GATE_CHECK, assemble, grade, grade_all, plan, run_rules
+from auditor.policy import (
+    Policy,
+    attribute,
+    concat,
+    dedup_resolution,
+    dup_groups,
+    explained_restored,
+    parse_policy,
+    projection_of,
+)
 from auditor.rounds import (
     DIFF_CHECKS,
     TREND_CHECKS,
     RecordDiff,
+    assign_clusters,
     clip_example,
     cluster_shift,
     cluster_table,
@@ -235,6 +247,18 @@ class DiffResult:
     clusters: tuple[Mapping[str, Any], ...] = ()
 
 
+# The rules compare round A with B's unexplained added records; fewer than this many say
+# nothing a reviewer can use (a trigger-phrase test on 17 records flags whatever those 17
+# share), so the rules get an info "insufficient data" note instead.
+MIN_ADDED = 50
+
+
+def _policy_of(policy: Policy | Sequence[str] | None) -> Policy | None:
+    if policy is None or isinstance(policy, Policy):
+        return policy
+    return parse_policy(list(policy))
+
+
 def diff_report(
     a: Snapshot,
     b: Snapshot,
@@ -247,71 +271,111 @@ def diff_report(
     n_permutations: int | None = None,
     device: str = "auto",
     progress: Any = None,
+    policy: Policy | Sequence[str] | None = None,
+    min_added: int = MIN_ADDED,
 ) -> tuple[Report, RecordDiff]:
-    """The Report of round B against round A.
+    """The Report of round B against round A, conditional on the curation policy.
 
-    - the rules' checks (global drift, the targeted-selection checks, ...) with round A
-      as reference and **B's added records** as current: under the membership null the
-      added records are exchangeable with A's, so those two-sample tests are exact, and
-      they are not diluted by the records B kept (comparing A with all of B is valid but
-      nearly powerless when most records are shared).  Skipped when nothing was added;
-    - ``round_drift`` and ``cluster_shift`` on A and B, which account for the overlap and
-      also see what was removed;
-    - an info finding ``round_records`` listing what was added (record_ids) and removed.
+    Every removed and added record is first attributed (``auditor.policy.attribute``):
+    a filter, a near-duplicate of a kept record, an edit, or nothing.  ``policy=None``
+    infers the policy from the data; the report says which.  Then:
+
+    - ``round_drift`` and ``cluster_shift`` compare A with B' = B with the explained
+      removals undone, so they test only the unexplained change (the policy's strata
+      are held fixed, the rest permuted under the membership null);
+    - ``dedup_resolution``: were the duplicate groups resolved systematically (the kept
+      member redrawn within each group);
+    - the rules' checks compare A with B's **unexplained added records** (exchangeable
+      with A's under the membership null); with fewer than ``min_added`` of them the
+      rules get an info "insufficient data" note;
+    - an info finding ``round_records`` with the counts by reason and the attribution.
 
     All findings are graded by the gate, the Bonferroni split counting the rules plus
-    ``round_drift`` and ``cluster_shift``.  ``n_permutations=None`` picks enough for the
-    smallest reachable p-value to sit well below the gate's threshold.
+    the round tests.  ``n_permutations=None`` picks enough for the smallest reachable
+    p-value to sit well below the gate's threshold.
     """
-    full, extra = _extra_rules(rules, DIFF_CHECKS, "curation-round test (auditor/rounds.py)")
+    full, extra = _extra_rules(rules, DIFF_CHECKS, "curation-round test (auditor/rounds.py, auditor/policy.py)")
     if n_permutations is None:
         n_permutations = permutations_for(full.fail_threshold)
     d = diff_records(a, b)
+    att = attribute(a, b, _policy_of(policy), d)
+    b_adj, take_b, restore_a = explained_restored(a, b, att)
+    added_u = att.added_by("unexplained")
     findings: list[Finding] = []
     outcomes: list[RuleOutcome] = []
-    if d.added:
-        added = b.subset(d.added)
+    if len(added_u) >= min_added:
+        added = b.subset(added_u)
         planned = plan(a, added, rules)
         raw = run_rules(a, added, rules, seed=seed, device=device, outcomes=planned, progress=progress)
         # graded against the full rule set: the Bonferroni denominator counts the round tests
         findings.extend(grade_all(raw, full))
         outcomes.extend(planned)
     else:
-        outcomes.extend(
-            RuleOutcome(
-                r.name,
-                r.check,
-                "skipped",
-                "nothing was added: the rules compare round A with B's added records",
-            )
-            for r in rules.rules
+        reason = (
+            "nothing unexplained was added: the rules compare round A with B's unexplained added records"
+            if not added_u
+            else f"insufficient data: {len(added_u)} unexplained added records; the rules need at least "
+            f"{min_added} to compare them with round A"
         )
+        status: Literal["skipped", "insufficient"] = "skipped" if not added_u else "insufficient"
+        for r in rules.rules:
+            outcomes.append(RuleOutcome(r.name, r.check, status, reason))
+            if added_u:
+                findings.append(
+                    Finding(
+                        check=GATE_CHECK,
+                        summary=f"rule {r.name} did not run: {reason}",
+                        side="current",
+                        rule=r.name,
+                        details={"outcome": status, "check": r.check, "reason": reason, "needs": min_added},
+                    )
+                )
     findings.append(
-        grade(round_drift(a, b, seed=seed, n_permutations=n_permutations), extra["round_drift"], full)
+        grade(round_drift(a, b_adj, seed=seed, n_permutations=n_permutations), extra["round_drift"], full)
     )
     outcomes.append(RuleOutcome(extra["round_drift"].name, "round_drift", "ran"))
     shift = extra["cluster_shift"]
-    if basis is not None or (a_clusters is not None and b_clusters is not None):
-        shifted = cluster_shift(a, b, basis, a_clusters=a_clusters, b_clusters=b_clusters)
+    if a_clusters is None and basis is not None:
+        a_clusters = assign_clusters(a.embeddings, basis)
+    if b_clusters is None and basis is not None:
+        b_clusters = assign_clusters(b.embeddings, basis)
+    if a_clusters is not None and b_clusters is not None:
+        ca, cb = np.asarray(a_clusters), np.asarray(b_clusters)
+        cb_adj = np.concatenate([cb[take_b], ca[restore_a]]).astype(np.int64)
+        shifted = cluster_shift(a, b_adj, basis, a_clusters=ca, b_clusters=cb_adj)
         findings.extend(grade(f, shift, full) for f in shifted)
         outcomes.append(RuleOutcome(shift.name, "cluster_shift", "ran"))
     else:
         outcomes.append(RuleOutcome(shift.name, "cluster_shift", "skipped", "no cluster basis given"))
+    res = extra["dedup_resolution"]
+    groups = dup_groups([(a, b, att)], projection_of(a.embeddings))
+    if len(groups.kept) >= 2:
+        findings.append(grade(dedup_resolution(groups, seed=seed, n_permutations=n_permutations), res, full))
+        outcomes.append(RuleOutcome(res.name, "dedup_resolution", "ran"))
+    else:
+        outcomes.append(
+            RuleOutcome(res.name, "dedup_resolution", "skipped", f"{len(groups.kept)} duplicate group(s): nothing to resolve")
+        )
+    c = att.counts
+    by_reason = ", ".join(f"{k[len('removed_'):]} {v}" for k, v in sorted(c.items()) if k.startswith("removed_") and v)
     findings.append(
         Finding(
             check="round_records",
-            summary=f"{len(d.added)} records added, {len(d.removed)} removed, {len(d.kept_a)} kept "
-            f"({d.reided} kept records changed id)",
+            summary=f"{len(d.kept_a)} kept, {len(d.removed)} removed ({by_reason or 'none'}), {len(d.added)} added "
+            f"({c['added_changed']} edits, {c['added_unexplained']} unexplained); policy {att.policy.describe()}",
             side="current",
             record_ids=tuple(b.ids[j] for j in d.added),
             details={
                 **d.to_dict(),
-                "rules_compared": "reference round vs the current round's added records"
-                if d.added
-                else "nothing added: only round_drift and cluster_shift apply",
+                "rules_compared": "reference round vs the current round's unexplained added records"
+                if len(added_u) >= min_added
+                else "too few unexplained added records: only the round tests apply",
                 "removed_ids": [a.ids[i] for i in d.removed],
-                "added_examples": [clip_example(b.texts[j]) for j in d.added[:5]],
-                "removed_examples": [clip_example(a.texts[i]) for i in d.removed[:5]],
+                "unexplained_removed_ids": [a.ids[i] for i in att.removed_by("unexplained")],
+                "unexplained_added_ids": [b.ids[j] for j in added_u],
+                "attribution": att.to_dict(a, b),
+                "added_examples": [clip_example(b.texts[j]) for j in added_u[:5]],
+                "removed_examples": [clip_example(a.texts[i]) for i in att.removed_by("unexplained")[:5]],
             },
         )
     )
@@ -336,6 +400,7 @@ def diff(
     n_permutations: int | None = None,
     device: str = "auto",
     progress: Any = None,
+    policy: Policy | Sequence[str] | None = None,
 ) -> DiffResult:
     """What stored round ``b`` changed relative to stored round ``a`` (see ``diff_report``);
     both rounds are checked against their manifests on load."""
@@ -355,6 +420,7 @@ def diff(
         n_permutations=n_permutations,
         device=device,
         progress=progress,
+        policy=policy,
     )
     k = len(basis) if basis is not None else int(max(ca.max(initial=0), cb.max(initial=0)) + 1)
     return DiffResult(
@@ -380,6 +446,39 @@ class TrendResult:
     chain: tuple[str, ...]
 
 
+TREND_POLICY_CHECKS: tuple[str, ...] = ("trend_cluster_shift", "trend_dedup_resolution")
+
+
+def adjusted_chain(
+    snapshots: Sequence[Snapshot], policy: Policy | None
+) -> tuple[list[Snapshot], list[tuple[Snapshot, Snapshot, Any]]]:
+    """The chain with every step's explained change undone, cumulatively: round t' is
+    round (t-1)' less step t's unexplained removals (by content) plus its unexplained
+    additions.  Returns the adjusted rounds (root unchanged) and each step's
+    (A, B, Attribution).  An edited record stands for its original in later rounds only
+    by content: a later unexplained removal of the edit is not seen (documented limit)."""
+    adj = [snapshots[0]]
+    steps = []
+    cur = snapshots[0]
+    for a, b in zip(snapshots[:-1], snapshots[1:], strict=True):
+        att = attribute(a, b, policy)
+        steps.append((a, b, att))
+        gone = Counter(a.batch.hashes[i] for i in att.removed_by("unexplained"))
+        keep = []
+        for k, h in enumerate(cur.batch.hashes):
+            if gone.get(h, 0) > 0:
+                gone[h] -= 1
+                continue
+            keep.append(k)
+        parts = [cur.subset(keep)]
+        added = att.added_by("unexplained")
+        if added:
+            parts.append(b.subset(added))
+        cur = concat(parts)
+        adj.append(cur)
+    return adj, steps
+
+
 def trend_report(
     snapshots: Sequence[Snapshot],
     names: Sequence[str],
@@ -388,14 +487,24 @@ def trend_report(
     alpha: float = 0.01,
     warn_alpha: float = 0.05,
     n_permutations: int | None = None,
+    policy: Policy | Sequence[str] | None = None,
+    basis: np.ndarray | None = None,
 ) -> Report:
-    """The Report for a chain of rounds: the three trend tests graded by the gate with a
-    Bonferroni split of ``alpha`` across them (fail when p < alpha/3).
-    ``n_permutations=None``: see ``permutations_for``."""
+    """The Report for a chain of rounds, conditional on the curation policy (declared,
+    or inferred per step when ``policy=None``).
+
+    The three trend tests run on the adjusted chain (``adjusted_chain``: explained
+    change undone), ``trend_cluster_shift`` compares the root with the last adjusted
+    round per basis cluster (a topic cut in small steps), and
+    ``trend_dedup_resolution`` pools every step's duplicate groups (the kept member
+    redrawn within each group).  Graded by the gate with a Bonferroni split of
+    ``alpha`` across the tests.  ``n_permutations=None``: see ``permutations_for``.
+    """
+    pol = _policy_of(policy)
+    checks = TREND_CHECKS + TREND_POLICY_CHECKS
     rules = Rules(
         rules=tuple(
-            Rule(name=c, check=c, severity="fail", why="slow drift across curation rounds")
-            for c in TREND_CHECKS
+            Rule(name=c, check=c, severity="fail", why="slow drift across curation rounds") for c in checks
         ),
         alpha=alpha,
         warn_alpha=warn_alpha,
@@ -403,16 +512,44 @@ def trend_report(
     )
     if n_permutations is None:
         n_permutations = permutations_for(rules.fail_threshold)
-    findings = grade_all(
-        trend_findings(snapshots, seed=seed, names=names, n_permutations=n_permutations), rules
+    adj, steps = adjusted_chain(snapshots, pol)
+    raw = trend_findings(adj, seed=seed, names=names, n_permutations=n_permutations)
+    skipped: dict[str, str] = {}
+    if basis is not None:
+        for f in cluster_shift(adj[0], adj[-1], basis):
+            raw.append(dataclasses.replace(f, check="trend_cluster_shift"))
+    else:
+        skipped["trend_cluster_shift"] = "no cluster basis given"
+    groups = dup_groups([(a, b, att) for a, b, att in steps], projection_of(snapshots[0].embeddings), labels=names[1:])
+    if len(groups.kept) >= 2:
+        raw.append(dedup_resolution(groups, seed=seed, n_permutations=n_permutations, check="trend_dedup_resolution"))
+    else:
+        skipped["trend_dedup_resolution"] = f"{len(groups.kept)} duplicate group(s) in the chain: nothing to resolve"
+    findings = grade_all(raw, rules)
+    explained = Counter(r.split(":")[0] for _, _, att in steps for r in att.removed_reason)
+    findings.append(
+        Finding(
+            check="round_records",
+            side="both",
+            summary="chain policy: "
+            + "; ".join(f"{names[t + 1]} {att.policy.describe()}" for t, (_, _, att) in enumerate(steps))
+            + f"; removed records by reason: {dict(sorted(explained.items()))}",
+            details={
+                "steps": [
+                    {"round": names[t + 1], "policy": att.policy.to_dict(), "counts": dict(att.counts)}
+                    for t, (_, _, att) in enumerate(steps)
+                ],
+                "adjusted_sizes": [len(s) for s in adj],
+            },
+        )
     )
     ran = {f.check for f in findings}
-    outcomes = [
-        RuleOutcome(c, c, "ran")
-        if c in ran
-        else RuleOutcome(c, c, "skipped", "a chain of two rounds has only the root test")
-        for c in TREND_CHECKS
-    ]
+    outcomes = []
+    for c in checks:
+        if c in ran:
+            outcomes.append(RuleOutcome(c, c, "ran"))
+        else:
+            outcomes.append(RuleOutcome(c, c, "skipped", skipped.get(c, "a chain of two rounds has only the root test")))
     return assemble(
         findings,
         inputs={"reference": snapshots[0].batch.info(), "current": snapshots[-1].batch.info()},
@@ -429,6 +566,7 @@ def trend(
     *,
     seed: int = 0,
     n_permutations: int | None = None,
+    policy: Policy | Sequence[str] | None = None,
 ) -> TrendResult:
     """Slow drift along the chain root -> ... -> ``name`` (default: the newest round)."""
     st = _open(store)
@@ -440,5 +578,5 @@ def trend(
         raise AuditorError(f"{st.root}: trend needs a chain of at least 2 rounds; {last} has no parent")
     snaps = [st.load(m.name) for m in chain]
     names = tuple(m.name for m in chain)
-    report = trend_report(snaps, names, seed=seed, n_permutations=n_permutations)
+    report = trend_report(snaps, names, seed=seed, n_permutations=n_permutations, policy=policy, basis=st.basis())
     return TrendResult(report=report, chain=names)

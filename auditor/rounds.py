@@ -40,7 +40,7 @@ from auditor.types import AuditorError, Batch, Finding, Snapshot
 
 EXAMPLE_CHARS = 200
 TREND_CHECKS: tuple[str, ...] = ("trend_root_drift", "trend_parent_drift", "trend_direction")
-DIFF_CHECKS: tuple[str, ...] = ("round_drift", "cluster_shift")
+DIFF_CHECKS: tuple[str, ...] = ("round_drift", "cluster_shift", "dedup_resolution")
 
 
 def _batch(x: Snapshot | Batch) -> Batch:
@@ -106,7 +106,8 @@ def diff_records(a: Snapshot | Batch, b: Snapshot | Batch) -> RecordDiff:
 # cluster shares
 
 
-def _assign(emb: np.ndarray, basis: np.ndarray) -> np.ndarray:
+def assign_clusters(emb: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """The nearest basis centroid (by cosine) of each row."""
     from auditor.index import knn
 
     if len(emb) == 0:
@@ -186,8 +187,8 @@ def cluster_shift(
     if a_clusters is None or b_clusters is None:
         if basis is None:
             raise ValueError("cluster_shift needs a basis or both cluster assignments")
-        a_clusters = _assign(a.embeddings, basis) if a_clusters is None else a_clusters
-        b_clusters = _assign(b.embeddings, basis) if b_clusters is None else b_clusters
+        a_clusters = assign_clusters(a.embeddings, basis) if a_clusters is None else a_clusters
+        b_clusters = assign_clusters(b.embeddings, basis) if b_clusters is None else b_clusters
     ca = np.asarray(a_clusters, dtype=np.int64)
     cb = np.asarray(b_clusters, dtype=np.int64)
     k = int(max(ca.max(initial=-1), cb.max(initial=-1)) + 1)

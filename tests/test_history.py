@@ -13,6 +13,7 @@ import pytest
 from auditor.curation import diff_report, trend_report
 from auditor.report.rounds import diff_markdown
 from auditor.rounds import (
+    DIFF_CHECKS,
     TREND_CHECKS,
     cluster_shift,
     cluster_table,
@@ -325,7 +326,8 @@ def test_snapshot_diff_verify_on_real_data(tmp_path: Path) -> None:
     assert report.status == "fail" and report.exit_code == 1
     checks = {f.check for f in report.findings}
     assert {"round_drift", "cluster_shift", "round_records"} <= checks
-    assert report.rules["n_fail_rules"] == len(load_rules(None).rules) + 2
+    # the rules plus the round tests (round_drift, cluster_shift, dedup_resolution)
+    assert report.rules["n_fail_rules"] == len(load_rules(None).rules) + len(DIFF_CHECKS)
     drift = next(f for f in report.findings if f.check == "round_drift")
     assert drift.severity == "fail"
     records = next(f for f in report.findings if f.check == "round_records")
@@ -355,7 +357,10 @@ def test_random_refinement_diff_passes_on_real_data() -> None:
     assert report.status != "fail", [(f.check, f.p_value) for f in report.findings]
     assert [f for f in report.findings if f.severity != "info" and f.check != "gate"] == []
     skipped = {o.rule for o in report.outcomes if o.status == "skipped"}
-    assert skipped == {r.name for r in load_rules(None).rules if r.check == "flipped_responses"}
+    # a random refinement has no duplicate groups: the resolution test has nothing to test
+    assert skipped == {r.name for r in load_rules(None).rules if r.check == "flipped_responses"} | {
+        "dedup_resolution"
+    }
 
 
 def test_diff_markdown_neutralises_adversarial_text() -> None:

@@ -36,9 +36,16 @@ def diff_markdown(
     adversarial); the findings table follows the report's severity order.
     """
     icon = {"pass": "PASS", "warn": "WARN", "fail": "FAIL"}[report.status]
+    rec = next((f for f in report.findings if f.check == "round_records"), None)
+    att: Mapping[str, Any] = rec.details.get("attribution", {}) if rec is not None else {}
+    counts: Mapping[str, Any] = att.get("counts", {})
     lines = [
         f"## auditor diff: {md_text(a_name, 80)} \u2192 {md_text(b_name, 80)} \u2014 **{icon}**",
         "",
+    ]
+    if att:
+        lines += [f"Policy {md_text(att['policy']['text'], 300)}", ""]
+    lines += [
         "| | records |",
         "|---|---:|",
         f"| in {md_text(a_name, 80)} | {len(a)} |",
@@ -46,21 +53,52 @@ def diff_markdown(
         f"| kept (same content) | {len(diff.kept_a)} |",
         f"| added | {len(diff.added)} |",
         f"| removed | {len(diff.removed)} |",
-        f"| kept but re-ided | {diff.reided} |",
-        "",
     ]
+    for key, n in sorted(counts.items()):
+        if key.startswith("removed_") and n:
+            lines.append(f"| \u2003removed: {md_text(key[len('removed_'):], 60)} | {int(n)} |")
+    if counts:
+        lines.append(f"| \u2003added: edits of removed records | {int(counts.get('added_changed', 0))} |")
+        lines.append(f"| \u2003added: unexplained | {int(counts.get('added_unexplained', 0))} |")
+    lines += [f"| kept but re-ided | {diff.reided} |", ""]
     tested = [f for f in report.findings if f.check != "round_records"]
+    failing = [f for f in tested if f.severity != "info"]
+    if failing:
+        lines += ["### Unexplained change", "", "| severity | check | p | summary |", "|---|---|---:|---|"]
+        for f in failing:
+            lines.append(
+                f"| {f.severity} | {md_text(f.rule or f.check, 60)} | {fmt_p(f.p_value)} | {md_text(f.summary, 300)} |"
+            )
+        lines.append("")
+    else:
+        lines += ["No unexplained change: every test passed.", ""]
     if tested:
-        lines += ["### Tests", "", "| severity | check | p | summary |", "|---|---|---:|---|"]
+        lines += ["<details><summary>All tests</summary>", "", "| severity | check | p | summary |", "|---|---|---:|---|"]
         for f in tested:
             lines.append(
                 f"| {f.severity} | {md_text(f.rule or f.check, 60)} | {fmt_p(f.p_value)} | {md_text(f.summary, 300)} |"
             )
-        lines += ["", md_text(report.rules.get("multiple_testing", ""), 600), ""]
+        lines += ["", md_text(report.rules.get("multiple_testing", ""), 600), "", "</details>", ""]
+    removed_rows = att.get("removed", []) if att else []
+    if removed_rows:
+        lines += [
+            f"<details><summary>Removed records and what explains them (first {min(len(removed_rows), 50)})</summary>",
+            "",
+            "| id | reason | kept match | cosine | token Jaccard |",
+            "|---|---|---|---:|---:|",
+        ]
+        for r in removed_rows[:50]:
+            cos = "" if r.get("cosine") is None else f"{float(r['cosine']):.3f}"
+            jac = "" if r.get("jaccard") is None else f"{float(r['jaccard']):.2f}"
+            lines.append(
+                f"| {md_text(str(r['id']), 40)} | {md_text(str(r['reason']), 40)} | "
+                f"{md_text(str(r.get('match_id') or ''), 40)} | {cos} | {jac} |"
+            )
+        lines += ["", "</details>", ""]
     moved = sorted(clusters, key=lambda r: -abs(float(r["share_b"]) - float(r["share_a"])))[:max_clusters]
     if moved:
         lines += [
-            "### Basis clusters with the largest share change",
+            "<details><summary>Basis clusters with the largest share change</summary>",
             "",
             f"| cluster | {md_text(a_name, 40)} | {md_text(b_name, 40)} | change |",
             "|---:|---:|---:|---:|",
@@ -71,14 +109,14 @@ def diff_markdown(
                 f"| {int(r['cluster'])} | {float(r['share_a']):.1%} ({int(r['n_a'])}) | "
                 f"{float(r['share_b']):.1%} ({int(r['n_b'])}) | {delta:+.1%} |"
             )
-        lines.append("")
+        lines += ["", "</details>", ""]
     for title, snap, idx in (("Added", b, diff.added), ("Removed", a, diff.removed)):
         if not idx:
             continue
-        lines += [f"### {title} (first {min(max_examples, len(idx))} of {len(idx)})", ""]
+        lines += [f"<details><summary>{title} (first {min(max_examples, len(idx))} of {len(idx)})</summary>", ""]
         for i in idx[:max_examples]:
             lines.append(f"- **{md_text(snap.ids[i], 40)}**: {md_text(snap.texts[i], EXAMPLE_CHARS)}")
-        lines.append("")
+        lines += ["", "</details>", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
