@@ -88,6 +88,59 @@ def _fields(snap: Snapshot) -> str:
     return ", ".join(snap.batch.text_fields) or "none"
 
 
+def _reading(batch: Any) -> tuple[Any, ...]:
+    """How a side's records became text, up to naming: both read as prompt/response pairs
+    (``output`` and ``instances.*.output`` or ``response`` play the same part), or the
+    same fields joined as plain text."""
+    if batch.prompts is not None:
+        return ("pairs",)
+    return ("text", tuple(f.rsplit(".", 1)[-1] for f in batch.text_fields))
+
+
+def input_notes(ref: Snapshot, cur: Snapshot) -> list[Finding]:
+    """Warnings about how the inputs were read, which no rule would see: the two sides
+    joined different fields into their texts (the comparison then measures the reading,
+    not the data), or a side holds free text in a field that was not read (its content
+    was not audited at all)."""
+    notes: list[Finding] = []
+    a, b = ref.batch, cur.batch
+    if _reading(a) != _reading(b):
+        notes.append(
+            Finding(
+                check=GATE_CHECK,
+                severity=NOTE_SEVERITY,
+                summary=(
+                    f"the two sides were read differently: reference text from {_fields(ref)}, "
+                    f"current text from {_fields(cur)}; differences may come from the reading, "
+                    "not the data (pass --text-field to read both alike)"
+                ),
+                side="both",
+                details={
+                    "outcome": "inputs",
+                    "reference_fields": list(a.text_fields),
+                    "current_fields": list(b.text_fields),
+                },
+            )
+        )
+    for side, batch in (("reference", a), ("current", b)):
+        if batch.unread_fields:
+            names = ", ".join(batch.unread_fields)
+            notes.append(
+                Finding(
+                    check=GATE_CHECK,
+                    severity=NOTE_SEVERITY,
+                    summary=(
+                        f"{side} records hold free text in field(s) {names} that were not read "
+                        f"(text came from {', '.join(batch.text_fields) or 'none'}): that content was "
+                        "not audited; name it with --text-field to include it"
+                    ),
+                    side=side,  # type: ignore[arg-type]
+                    details={"outcome": "inputs", "unread_fields": list(batch.unread_fields)},
+                )
+            )
+    return notes
+
+
 def _outcome(rule: Rule, spec: CheckSpec, ref: Snapshot, cur: Snapshot) -> RuleOutcome:
     missing = {
         side: sorted(v for v in spec.needs - spec.optional_views if v not in snap.views)
@@ -213,7 +266,7 @@ def evaluate(
     outcomes = plan(ref, cur, rules)
     found = run_rules(ref, cur, rules, seed=seed, device=device, outcomes=outcomes, progress=progress)
     return assemble(
-        grade_all(found, rules),
+        grade_all(found, rules) + input_notes(ref, cur),
         inputs=inputs or {"reference": ref.batch.info(), "current": cur.batch.info()},
         model=cur.model,
         seed=seed,

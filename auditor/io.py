@@ -119,7 +119,30 @@ def _load(path: str | Path, text_fields: Sequence[str] | None, id_field: str | N
         responses=tuple(responses) if recipe.paired else None,
         prompt_fields=recipe.prompt_fields,
         response_fields=recipe.response_fields,
+        unread_fields=unread_text_fields(table.frame, recipe.text_fields, id_field),
     )
+
+
+def unread_text_fields(frame: pl.DataFrame, read: Sequence[str], id_field: str | None = None) -> tuple[str, ...]:
+    """Top-level fields that hold free text in most records but were not read.
+
+    "Free text": a string that contains whitespace, in at least half of the records (ids,
+    labels and template names are single tokens and do not count).  A file whose answers
+    sit under a field the recipe does not know (``answer`` instead of ``output``) then
+    says so in the report, instead of being audited without its answers."""
+    roots = {f.split(".", 1)[0] for f in read}
+    if id_field:
+        roots.add(id_field.split(".", 1)[0])
+    n = frame.height
+    out = []
+    for name, dtype in zip(frame.columns, frame.dtypes):
+        if name in roots or dtype != pl.String or n == 0:
+            continue
+        col = frame.get_column(name)
+        free = int(col.str.contains(r"\s").fill_null(False).sum())
+        if free * 2 >= n:
+            out.append(name)
+    return tuple(out)
 
 
 def file_sha256(path: str | Path) -> str:

@@ -76,6 +76,8 @@ class Batch:
     responses: tuple[str, ...] | None = None
     prompt_fields: tuple[str, ...] = ()
     response_fields: tuple[str, ...] = ()
+    # top-level fields holding free text in most records that no recipe read (io.unread_text_fields)
+    unread_fields: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         n = len(self.ids)
@@ -98,6 +100,7 @@ class Batch:
             text_fields=self.text_fields,
             prompt_fields=self.prompt_fields,
             response_fields=self.response_fields,
+            unread_fields=self.unread_fields,
         )
 
 
@@ -253,6 +256,7 @@ class InputInfo:
     text_fields: tuple[str, ...] = ()
     prompt_fields: tuple[str, ...] = ()
     response_fields: tuple[str, ...] = ()
+    unread_fields: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -263,6 +267,7 @@ class InputInfo:
                 "text": list(self.text_fields),
                 "prompt": list(self.prompt_fields),
                 "response": list(self.response_fields),
+                "unread": list(self.unread_fields),
             },
         }
 
@@ -276,6 +281,7 @@ class InputInfo:
             text_fields=tuple(str(f) for f in fields.get("text", ())),
             prompt_fields=tuple(str(f) for f in fields.get("prompt", ())),
             response_fields=tuple(str(f) for f in fields.get("response", ())),
+            unread_fields=tuple(str(f) for f in fields.get("unread", ())),
         )
 
 
