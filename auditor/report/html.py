@@ -480,3 +480,43 @@ def _finding_section(
         out.extend(left)
     out.append("</section>")
     return "\n".join(out)
+
+
+# --- notebook summary -------------------------------------------------------------------
+
+
+def render_summary(report: Report, *, max_rows: int = 30) -> str:
+    """A compact HTML fragment for ``Report._repr_html_`` in notebooks: verdict, inputs
+    and the findings table.  No embeddings needed; the same escaping as the full page."""
+    n = counts(report)
+    numbered = list(enumerate(ordered_findings(report), 1))
+    colour = {"fail": "#d93025", "warn": "#e37400", "pass": "#188038"}.get(report.status, "#5f6368")
+    rows = []
+    for i, f in numbered[:max_rows]:
+        rows.append(
+            f"<tr><td>{i}</td><td><b>{esc(f.severity.upper())}</b></td><td>{esc(rule_label(f), 80)}</td>"
+            f"<td>{esc(f.side)}</td><td style='text-align:left'>{esc(f.summary, 300, one_line=True)}</td>"
+            f"<td>{fmt_p(f.p_value)}</td><td>{len(f.record_ids)}</td></tr>"
+        )
+    more = (
+        f"<p>{len(numbered) - max_rows} more finding(s): report.to_pandas()</p>" if len(numbered) > max_rows else ""
+    )
+    table = (
+        "<table><thead><tr><th>#</th><th>severity</th><th>rule / check</th><th>side</th><th>summary</th>"
+        f"<th>p-value</th><th>records</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        if rows
+        else "<p>No findings.</p>"
+    )
+    inputs = "; ".join(
+        f"{esc(name)}: {esc(info.path, 120, one_line=True)} ({int(info.n_records)} records, "
+        f"fields {esc(', '.join(info.text_fields) or '-', 120)})"
+        for name, info in sorted(report.inputs.items(), key=lambda kv: kv[0] != "reference")
+    )
+    return (
+        f"<div><p><span style='background:{colour};color:#fff;padding:1px 8px;border-radius:4px'>"
+        f"{esc(report.status.upper())}</span> {n['fail']} failing \u00b7 {n['warn']} warning \u00b7 "
+        f"{n['info']} info finding(s) \u00b7 model {esc(report.model.name, 80)} \u00b7 seed {int(report.seed)}</p>"
+        f"<p style='font-size:90%'>{inputs}</p>{table}{more}"
+        "<p style='font-size:90%'>report.to_pandas(): one row per finding; report.records(): one row per "
+        "flagged record; report.save(dir): the CLI's files.</p></div>"
+    )
