@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,8 @@ def snapshot_of(
     cache = EmbeddingCache(cache_dir) if cache_dir is not None else None
     return embed_batch(batch, encoder, cache, views=views, batch_size=batch_size, progress=progress)
 
+
+log = logging.getLogger("auditor")
 
 # What either side of an audit can be: a file, an in-memory table (see auditor.io.kind_of),
 # an already-loaded Batch or, for the reference, an already-embedded Snapshot.
@@ -223,12 +226,18 @@ def run_audit(
         ref_snap, cur_snap = _embedded(
             cur_batch, reference, ref_fields, id_field, ruleset, model, device, encoder, cache_dir, batch_size, progress
         )
+    for side, snap in (("reference", ref_snap), ("current", cur_snap)):
+        b = snap.batch
+        log.info("%s: %s, %d records, embedded fields: %s", side, b.path, len(b), ", ".join(b.text_fields) or "-")
+    log.info("model: %s (%s, %d dimensions)", cur_snap.model.name, cur_snap.model.sha256[:12], cur_snap.model.dim)
     from auditor.gate import evaluate
 
     # the device reaches the GPU-capable checks explicitly, also when a caller passes its
     # own encoder (no module global carries it)
     report = evaluate(ref_snap, cur_snap, ruleset, seed=seed, device=device, progress=progress)
     report = dataclasses.replace(report, snapshots=(ref_snap, cur_snap))
+    for o in report.outcomes:
+        log.debug("rule %s (%s): %s%s", o.rule, o.check, o.status, f": {o.reason}" if o.reason else "")
     return AuditRun(report=report, reference=ref_snap, current=cur_snap)
 
 
