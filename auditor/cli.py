@@ -10,19 +10,29 @@ are checked before any heavy module is imported, so a typo costs well under a se
 from __future__ import annotations
 
 import os
+import re
 import stat
 import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+import typer.core
 
 from auditor import __version__
 from auditor.errors import AuditorError
 
 EXIT_INTERNAL = 3
+
+class _Command(typer.core.TyperCommand):
+    """Usage lines as click writes them (``CURRENT``), not typer's ``{CURRENT}``, which
+    reads like a placeholder for a set of choices."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        return [re.sub(r"^\{(.*)\}(\.\.\.)?$", r"\1\2", p) for p in super().collect_usage_pieces(ctx)]
+
 
 app = typer.Typer(
     name="auditor",
@@ -38,7 +48,7 @@ app = typer.Typer(
         "sample_data/seed_tasks.jsonl --out out/"
     ),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
@@ -163,9 +173,20 @@ def _root(
             help="Print the traceback of an internal error (exit 3); also AUDITOR_DEBUG=1.",
         ),
     ] = False,
+    verbose: Annotated[
+        int,
+        typer.Option("--verbose", "-v", count=True, help="More log lines on stderr (what was read, timings)."),
+    ] = 0,
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", "-q", help="Only warnings and errors on stderr: no progress, no summary."),
+    ] = False,
 ) -> None:
     """Options for every command; main() reads --debug itself, since it must work even when
-    parsing fails."""
+    parsing fails.  Log lines (the ``auditor`` logger) go to stderr, never stdout."""
+    from auditor.progress import configure_logging
+
+    configure_logging(verbose, quiet=quiet)
 
 
 TextFieldOpt = Annotated[
@@ -251,8 +272,12 @@ JunitOpt = Annotated[
 
 
 def _stderr_console(quiet: bool):  # type: ignore[no-untyped-def]
+    import logging
+
     from rich.console import Console
 
+    # the global --quiet lowers the auditor logger; the summary follows it
+    quiet = quiet or not logging.getLogger("auditor").isEnabledFor(logging.INFO)
     return Console(stderr=True, quiet=quiet)
 
 
@@ -273,12 +298,13 @@ def _finish(report, *, written, junit, json_out, quiet, header=None):  # type: i
     raise typer.Exit(report.exit_code)
 
 
-@app.command()
+@app.command(cls=_Command, short_help="Audit a batch against a reference; write report.json and report.md.")
 def audit(
     current: Annotated[
         Path,
         typer.Argument(
-            help="The batch under audit (.jsonl[.gz], .json, .csv, .parquet, or a datasets directory)."
+            metavar="CURRENT",
+            help="The batch under audit (.jsonl[.gz], .json, .csv, .parquet, or a datasets directory).",
         ),
     ],
     reference: Annotated[
@@ -294,6 +320,22 @@ def audit(
         ),
     ] = None,
     text_field: TextFieldOpt = None,
+    reference_text_field: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--reference-text-field",
+            help="Field(s) to embed from the reference when they differ from --text-field (repeatable; "
+            "default: the same as --text-field).",
+        ),
+    ] = None,
+    embeddings_field: Annotated[
+        str | None,
+        typer.Option(
+            "--embeddings-field",
+            help="Field holding each record's precomputed vector (both inputs): the model is not loaded "
+            "and the report names the model 'precomputed' with a sha256 of the vectors.",
+        ),
+    ] = None,
     id_field: IdFieldOpt = None,
     rules: RulesOpt = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for report.json and report.md.")] = Path(
@@ -330,6 +372,12 @@ def audit(
         check_input(reference)
     check_output_dir(out, "--out")
     ruleset = load_rules(rules)
+    if baseline is not None and embeddings_field is not None:
+        raise AuditorError("audit: --embeddings-field needs --reference FILE (a stored round is already embedded)")
+    if quiet:
+        from auditor.progress import configure_logging
+
+        configure_logging(quiet=True)
 
     from auditor.api import run_audit
     from auditor.progress import Progress
@@ -345,12 +393,14 @@ def audit(
             current,
             baseline_snap if baseline_snap is not None else reference,
             text_fields=text_field,
+            reference_text_fields=reference_text_field,
             id_field=id_field,
+            embeddings=embeddings_field,
             rules=ruleset,
             seed=seed,
             model=model,
             device=device,
-            cache_dir=_cache_dir(cache_dir, no_cache),
+            cache_dir=_cache_dir(cache_dir, no_cache or embeddings_field is not None),
             batch_size=batch_size,
             progress=progress,
         )
@@ -358,7 +408,7 @@ def audit(
     _finish(run.report, written=written, junit=junit, json_out=json_out, quiet=quiet)
 
 
-@app.command()
+@app.command(cls=_Command, short_help="List the checks, their parameters and valid ranges.")
 def checks() -> None:
     """List the checks a rules file can use, with their parameters, defaults and valid ranges."""
     from auditor.checks import registry
@@ -375,7 +425,7 @@ def checks() -> None:
         typer.echo("")
 
 
-@app.command("embed")
+@app.command("embed", cls=_Command, short_help="Embed a file into the cache in bounded memory.")
 def embed_cmd(
     data: Annotated[
         Path, typer.Argument(help="Records to embed (.jsonl[.gz] and .parquet stream; others load whole).")
@@ -446,7 +496,7 @@ PermutationsOpt = Annotated[
 ]
 
 
-@app.command("snapshot")
+@app.command("snapshot", cls=_Command, short_help="Record a file as a named curation round in a store.")
 def snapshot_cmd(
     data: Annotated[Path, typer.Argument(help="This round's records (any format audit reads).")],
     store: StoreReq,
@@ -507,7 +557,7 @@ def snapshot_cmd(
     )
 
 
-@app.command("history")
+@app.command("history", cls=_Command, short_help="List a store's rounds and what each changed.")
 def history_cmd(
     store: StoreReq,
     verify: Annotated[
@@ -569,7 +619,7 @@ def history_cmd(
             typer.echo(f"pinned head found; {result.after_pinned} round(s) added after it", err=True)
 
 
-@app.command("diff")
+@app.command("diff", cls=_Command, short_help="What round B changed relative to round A.")
 def diff_cmd(
     a: Annotated[str, typer.Argument(help="The earlier stored round.")],
     b: Annotated[str, typer.Argument(help="The later stored round.")],
@@ -617,7 +667,7 @@ def diff_cmd(
     _finish(result.report, written=written, junit=junit, json_out=json_out, quiet=quiet)
 
 
-@app.command("trend")
+@app.command("trend", cls=_Command, short_help="Slow drift along a chain of rounds.")
 def trend_cmd(
     store: StoreReq,
     name: Annotated[

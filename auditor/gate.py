@@ -24,6 +24,7 @@ from auditor.checks import CheckSpec, registry
 from auditor.rules import Rule, Rules
 from auditor.types import (
     SEVERITY_ORDER,
+    Batch,
     Finding,
     InputInfo,
     ModelInfo,
@@ -231,6 +232,20 @@ def sort_findings(findings: Sequence[Finding]) -> tuple[Finding, ...]:
     )
 
 
+def with_rows(findings: Sequence[Finding], batches: Mapping[str, Batch]) -> list[Finding]:
+    """Each finding with ``record_rows``: where its records sit in the input of its side
+    (line or record number, ``Batch.lines``).  Ids not in that batch get row 0 (unknown)."""
+    where = {side: dict(zip(b.ids, b.lines, strict=True)) for side, b in batches.items()}
+    out = []
+    for f in findings:
+        rows = where.get(f.side)
+        if rows is None or not f.record_ids or f.record_rows:
+            out.append(f)
+        else:
+            out.append(dataclasses.replace(f, record_rows=tuple(rows.get(r, 0) for r in f.record_ids)))
+    return out
+
+
 def assemble(
     findings: Sequence[Finding],
     *,
@@ -239,8 +254,14 @@ def assemble(
     seed: int,
     rules: Rules,
     outcomes: Sequence[RuleOutcome] = (),
+    batches: Mapping[str, Batch] | None = None,
 ) -> Report:
-    """The Report of graded findings: sorted, with the status they imply."""
+    """The Report of graded findings: sorted, with the status they imply.
+
+    ``batches`` (side -> Batch) fills each finding's ``record_rows`` from its side's batch.
+    """
+    if batches:
+        findings = with_rows(findings, batches)
     return Report(
         status=status_of(findings),
         inputs=inputs,
@@ -272,4 +293,5 @@ def evaluate(
         seed=seed,
         rules=rules,
         outcomes=outcomes,
+        batches={"reference": ref.batch, "current": cur.batch},
     )

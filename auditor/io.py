@@ -1039,3 +1039,157 @@ def _short(s: str, limit: int = 60) -> str:
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return (text.splitlines()[0] if text else type(err).__name__)[:300]
+
+
+# ---------------------------------------------------------------------------- in-memory inputs
+#
+# What a notebook holds instead of a file: a pandas or polars DataFrame, a 🤗
+# ``datasets.Dataset`` / ``IterableDataset``, a list of dicts or a list of strings.  Each
+# becomes the same list of records a file would, then goes through ``recipe_for`` and
+# ``extract``: one record -> text recipe, so a DataFrame and the JSONL it was saved as give
+# the same texts, hashes and cache hits.  The libraries are recognised by their type's
+# module, so none of them is imported here.
+
+
+@dataclass(frozen=True)
+class InMemory:
+    """An in-memory input as a Batch plus the vectors of an embeddings column, if asked."""
+
+    batch: Batch
+    embeddings: np.ndarray | None
+
+
+def kind_of(data: Any) -> str | None:
+    """A short name for an in-memory input (``pandas.DataFrame``, ``datasets.Dataset``,
+    ``list of dicts`` ...), or None for anything else (a path, a Batch)."""
+    mod = type(data).__module__.split(".")[0]
+    name = type(data).__name__
+    if mod in ("pandas", "polars") and name == "DataFrame":
+        return f"{mod}.DataFrame"
+    if mod == "datasets" and name in ("Dataset", "IterableDataset"):
+        return f"datasets.{name}"
+    if isinstance(data, (list, tuple)):
+        if all(isinstance(x, str) for x in data):
+            return "list of strings"
+        return "list of dicts"
+    return None
+
+
+def _rows_of(data: Any, kind: str, label: str) -> list[Any]:
+    if kind == "pandas.DataFrame":
+        # missing cells are NaN in pandas; a record's missing field is None everywhere else
+        frame = data.astype(object).where(data.notna(), None)
+        return [dict(zip(map(str, frame.columns), row, strict=True)) for row in frame.itertuples(index=False)]
+    if kind == "polars.DataFrame":
+        return list(data.to_dicts())
+    if kind == "datasets.Dataset":
+        return list(data.to_list())
+    if kind == "datasets.IterableDataset":
+        return [dict(r) for r in data]
+    if kind == "list of strings":
+        return [{"text": s} for s in data]
+    return list(data)
+
+
+def from_records(
+    data: Any,
+    *,
+    text_fields: Sequence[str] | str | None = None,
+    id_field: str | None = None,
+    embeddings: str | None = None,
+    label: str = "input",
+) -> InMemory:
+    """Turn an in-memory input (see ``kind_of``) into a Batch, exactly as ``load`` reads a file.
+
+    ``text_fields`` / ``id_field``: as for ``load`` (a list of strings is its own text, so
+    it takes neither).  ``embeddings``: the name of a column holding one vector per record;
+    it is taken out of the records (never embedded as text) and returned as a float32
+    array.  ``Batch.lines`` holds the 1-based record number, as for JSON arrays; errors
+    say ``LABEL:record N``.  Raises AuditorError for anything a user can get wrong.
+    """
+    kind = kind_of(data)
+    if kind is None:
+        raise AuditorError(
+            f"{label}: cannot read a {type(data).__name__} (expected a path, a pandas or polars DataFrame, "
+            "a datasets.Dataset, a list of dicts or a list of strings)"
+        )
+    rows = _rows_of(data, kind, label)
+    if not rows:
+        raise AuditorError(f"{label}: no records (expected at least one)")
+    if kind == "list of strings" and (text_fields not in (None, "text", ("text",), ["text"]) or id_field):
+        raise AuditorError(f"{label}: a list of strings is its own text (expected no text_fields or id_field)")
+    vectors = None
+    if embeddings is not None:
+        rows, vectors = _split_vectors(rows, embeddings, label)
+    columns: dict[str, None] = {}
+    for n, rec in enumerate(rows, 1):
+        if not isinstance(rec, dict):
+            raise AuditorError(f"{label}:record {n}: expected a record (a dict), found {_describe(rec)}")
+        columns.update(dict.fromkeys(map(str, rec)))
+    recipe = recipe_for(list(columns), text_fields, label=label)
+    parts = [extract(rec, recipe, where=f"{label}:record {n}", id_field=id_field) for n, rec in enumerate(rows, 1)]
+    hashes = tuple(content_hash(p.text) for p in parts)
+    if id_field:
+        first: dict[str, int] = {}
+        for n, p in enumerate(parts, 1):
+            m = first.setdefault(p.id, n)
+            if m != n:
+                raise AuditorError(
+                    f"{label}:record {n}: field '{id_field}' value {_short(p.id)} repeats the id of "
+                    f"record {m} (expected unique ids)"
+                )
+        ids = tuple(p.id for p in parts)
+    else:
+        ids = tuple(default_ids(hashes))
+    digest = hashlib.sha256(
+        json.dumps(rows, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8", "surrogatepass")
+    ).hexdigest()
+    batch = Batch(
+        path=label,
+        sha256=digest,
+        ids=ids,
+        texts=tuple(p.text for p in parts),
+        hashes=hashes,
+        lines=tuple(range(1, len(parts) + 1)),
+        text_fields=recipe.text_fields,
+        prompts=tuple(p.prompt for p in parts) if recipe.paired else None,
+        responses=tuple(p.response for p in parts) if recipe.paired else None,
+        prompt_fields=recipe.prompt_fields,
+        response_fields=recipe.response_fields,
+    )
+    return InMemory(batch=batch, embeddings=vectors)
+
+
+def _split_vectors(rows: list[Any], column: str, label: str) -> tuple[list[Any], np.ndarray]:
+    """The records without ``column`` and the column's vectors as one (n, d) float32 array."""
+    out_rows, vectors = [], []
+    for n, rec in enumerate(rows, 1):
+        if not isinstance(rec, dict) or column not in rec:
+            seen = ", ".join(map(str, rec)) if isinstance(rec, dict) else _describe(rec)
+            raise AuditorError(
+                f"{label}:record {n}: field '{column}' missing (fields seen: {seen}; expected an embeddings column)"
+            )
+        rec = dict(rec)
+        vectors.append(rec.pop(column))
+        out_rows.append(rec)
+    return out_rows, as_vectors(vectors, len(out_rows), label=f"{label}: field '{column}'")
+
+
+def as_vectors(values: Any, n: int, *, label: str) -> np.ndarray:
+    """``values`` (an array or a sequence of equal-length numeric sequences) as an (n, d)
+    float32 array of finite numbers; AuditorError naming ``label`` otherwise."""
+    try:
+        arr = np.asarray(
+            values if isinstance(values, np.ndarray) else [np.asarray(v, dtype=np.float64) for v in values],
+            dtype=np.float64,
+        )
+    except (TypeError, ValueError) as e:
+        raise AuditorError(
+            f"{label}: not a table of numbers ({_first_line(e)}; expected one equal-length vector per record)"
+        ) from None
+    if arr.ndim != 2 or arr.shape[0] != n or arr.shape[1] == 0:
+        raise AuditorError(f"{label}: shape {arr.shape} (expected ({n}, d): one vector per record)")
+    bad = np.flatnonzero(~np.isfinite(arr).all(axis=1))
+    if bad.size:
+        raise AuditorError(f"{label}: record {int(bad[0]) + 1} has a NaN or infinite value (expected finite numbers)")
+    return arr.astype(np.float32)

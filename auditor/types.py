@@ -202,6 +202,7 @@ class Finding:
     severity: Severity = "info"
     rule: str = ""
     details: Mapping[str, Any] = field(default_factory=dict)
+    record_rows: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.severity not in SEVERITIES:
@@ -209,6 +210,11 @@ class Finding:
         if self.side not in ("current", "reference", "both"):
             raise ValueError(f"side {self.side!r} must be 'current', 'reference' or 'both'")
         object.__setattr__(self, "record_ids", tuple(self.record_ids))
+        object.__setattr__(self, "record_rows", tuple(int(r) for r in self.record_rows))
+        if self.record_rows and len(self.record_rows) != len(self.record_ids):
+            raise ValueError(
+                f"Finding.record_rows has {len(self.record_rows)} items, record_ids has {len(self.record_ids)}"
+            )
         object.__setattr__(self, "details", _freeze(self.details))
 
     def to_dict(self) -> dict[str, Any]:
@@ -222,6 +228,7 @@ class Finding:
             "effect_size": _num(self.effect_size),
             "side": self.side,
             "record_ids": list(self.record_ids),
+            "record_rows": list(self.record_rows),
             "details": _jsonable(dict(self.details)),
         }
 
@@ -238,6 +245,7 @@ class Finding:
             side=d["side"],
             record_ids=tuple(d.get("record_ids", ())),
             details=d.get("details", {}),
+            record_rows=tuple(d.get("record_rows", ())),
         )
 
 
@@ -327,6 +335,9 @@ class Report:
     schema_version: int = SCHEMA_VERSION
     # one per rule, in the rules' order: ran, skipped or insufficient (see RuleOutcome)
     outcomes: tuple[RuleOutcome, ...] = ()
+    # (reference, current) the report was computed from, when the API has them: only
+    # ``save(html=True)`` draws from them; never serialised
+    snapshots: tuple[Snapshot, Snapshot] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inputs", _freeze(self.inputs))
@@ -349,6 +360,101 @@ class Report:
             "findings": [f.to_dict() for f in self.findings],
             "outcomes": [o.to_dict() for o in self.outcomes],
         }
+
+    def to_pandas(self) -> Any:
+        """The findings as a pandas DataFrame, one row per finding in ``findings`` order
+        (the index is the finding's position there): check, rule, severity, side, summary,
+        statistic, p_value, effect_size, n_records, record_ids, record_rows."""
+        import pandas as pd
+
+        cols = [
+            "check", "rule", "severity", "side", "summary", "statistic", "p_value",
+            "effect_size", "n_records", "record_ids", "record_rows",
+        ]  # fmt: skip
+        rows = [
+            {
+                "check": f.check,
+                "rule": f.rule or f.check,
+                "severity": f.severity,
+                "side": f.side,
+                "summary": f.summary,
+                "statistic": _num(f.statistic),
+                "p_value": _num(f.p_value),
+                "effect_size": _num(f.effect_size),
+                "n_records": len(f.record_ids),
+                "record_ids": list(f.record_ids),
+                "record_rows": list(f.record_rows),
+            }
+            for f in self.findings
+        ]
+        frame = pd.DataFrame(rows, columns=cols)
+        frame.index.name = "finding"
+        return frame
+
+    def records(self) -> Any:
+        """One row per (flagged record, finding) as a pandas DataFrame, like cleanlab's
+        ``get_issues()``: side, id, row (line for JSONL/CSV, 1-based record number for
+        other files and in-memory inputs; 0 when unknown), position (0-based, for
+        ``df.iloc``; -1 when unknown), finding (index into ``findings``), check, rule,
+        severity, p_value and score (``details["record_scores"]`` when the check gives
+        one per record, else NaN).  A record in several findings has several rows."""
+        import pandas as pd
+
+        cols = ["side", "id", "row", "position", "finding", "check", "rule", "severity", "p_value", "score"]
+        out = []
+        for k, f in enumerate(self.findings):
+            scores = f.details.get("record_scores")
+            if not isinstance(scores, (list, tuple)) or len(scores) != len(f.record_ids):
+                scores = None
+            for j, rid in enumerate(f.record_ids):
+                row = f.record_rows[j] if f.record_rows else 0
+                out.append(
+                    {
+                        "side": f.side,
+                        "id": rid,
+                        "row": row,
+                        "position": self._position(f.side, rid),
+                        "finding": k,
+                        "check": f.check,
+                        "rule": f.rule or f.check,
+                        "severity": f.severity,
+                        "p_value": _num(f.p_value),
+                        "score": float("nan") if scores is None else _num(scores[j]),
+                    }
+                )
+        return pd.DataFrame(out, columns=cols)
+
+    def _position(self, side: str, rid: str) -> int:
+        if self.snapshots is None or side not in ("reference", "current"):
+            return -1
+        index = self.__dict__.get("_index")
+        if index is None:
+            ref, cur = self.snapshots
+            index = {s: {r: i for i, r in enumerate(snap.ids)} for s, snap in (("reference", ref), ("current", cur))}
+            object.__setattr__(self, "_index", index)
+        return int(index[side].get(rid, -1))
+
+    def save(self, out_dir: Any, *, html: bool = False, junit: bool = False) -> dict[str, Any]:
+        """Write the files ``auditor audit --out DIR`` writes: report.json and report.md,
+        report.html with ``html`` (needs the snapshots the API attaches) and report.junit.xml
+        with ``junit``.  Returns ``{"json"|"md"|"html"|"junit": path}``."""
+        from pathlib import Path
+
+        from auditor.report import render_junit, write_reports, write_text_atomic
+
+        if html and self.snapshots is None:
+            raise AuditorError("save(html=True): this report has no embeddings attached (read back from JSON?)")
+        ref, cur = self.snapshots if self.snapshots is not None else (None, None)
+        written = write_reports(self, out_dir, ref=ref, cur=cur, html=html)
+        if junit:
+            written["junit"] = write_text_atomic(Path(out_dir) / "report.junit.xml", render_junit(self))
+        return written
+
+    def _repr_html_(self) -> str:
+        """A compact HTML summary for notebooks (status, inputs, findings table)."""
+        from auditor.report.html import render_summary
+
+        return render_summary(self)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Report:

@@ -223,3 +223,18 @@ def test_gzip_jsonl_audit_input_error_names_file(tmp_path):
     ref = write_jsonl(tmp_path / "ref.jsonl", GOOD)
     r = run_cli("audit", str(p), "-r", str(ref), "--out", str(tmp_path / "o"), cwd=tmp_path)
     assert r.returncode == 2 and "data.jsonl.gz:2" in r.stderr
+
+
+def test_help_lists_whole_descriptions_completion_and_plain_usage():
+    from typer.testing import CliRunner
+
+    from auditor.cli import app
+
+    runner = CliRunner()
+    top = runner.invoke(app, ["--help"], env={"COLUMNS": "80"})
+    assert top.exit_code == 0 and "--install-completion" in top.output
+    assert "--verbose" in top.output and "--quiet" in top.output
+    assert "..." not in top.output.split("Commands:")[1]  # no description cut off
+    usage = runner.invoke(app, ["audit", "--help"], env={"COLUMNS": "80"}).output
+    assert "Usage: auditor audit [OPTIONS] CURRENT" in usage and "{" not in usage.splitlines()[0]
+    assert "--embeddings-field" in usage and "--reference-text-field" in usage

@@ -154,7 +154,7 @@ def rules_path(report: Report) -> str | None:
 
 _TERM_KEYS = ("term", "phrase", "ngram", "token")
 _EXAMPLE_KEYS = ("example",)
-_HIDDEN_KEYS = frozenset({"p_raw"})
+# details keys hidden from readers: see INTERNAL_KEYS below (they stay in report.json)
 
 
 def split_details(
@@ -171,7 +171,7 @@ def split_details(
             examples.extend(_examples(value))
         elif any(k in low for k in _TERM_KEYS) and (_is_seq(value) or isinstance(value, Mapping)):
             terms.extend(_terms(value))
-        elif key not in _HIDDEN_KEYS:
+        elif key not in INTERNAL_KEYS:
             evidence[key] = value
     return terms, examples, evidence
 
@@ -238,3 +238,68 @@ def truncated_ids(ids: Sequence[str], limit: int) -> tuple[list[str], int]:
     """The first ``limit`` ids and how many were left out."""
     shown = [clean(i, 80, one_line=True) for i in ids[:limit]]
     return shown, max(0, len(ids) - limit)
+
+
+# --- words for a reader -------------------------------------------------------------------
+
+# Why a finding of each check matters, in one sentence: fixed text of ours (never from the
+# rules file or the data), so a pull request cannot change what the report says it means.
+WHY: dict[str, str] = {
+    "mmd": "The batch as a whole is distributed differently from the reference, so a model trained on it learns a different mix than intended.",
+    "classifier": "A simple model can tell these records from the reference; the records it scores highest are the least reference-like.",
+    "clusters": "A topic is over- or under-represented relative to the reference: the batch's selection changed what the model will see.",
+    "triggers": "A phrase appears in far more records than the reference explains: the signature of a planted trigger, watermark or template.",
+    "near_duplicates": "A few examples are repeated as near-copies, which amplifies their weight in training beyond the reference's own duplicate rate.",
+    "flipped_responses": "Prompts like the reference's get different answers, which teaches the model different behaviour for the same request.",
+    "off_support": "Records lie outside anything the reference covers: new material nobody reviewed against the reference.",
+    "gate": "This rule could not run on these inputs, so the gate cannot have failed through it: a pass here is not evidence.",
+}
+
+# Finding.details keys that are bookkeeping of a check rather than evidence for a reader.
+INTERNAL_KEYS: frozenset[str] = frozenset({"p_raw", "record_scores", "merged_from", "region", "outcome"})
+
+
+def why(f: Finding) -> str:
+    """The one-sentence reason a finding of this check matters ("" for an unknown check)."""
+    return WHY.get(f.check, "")
+
+
+def rows_note(f: Finding, limit: int = 8) -> str:
+    """``lines 12, 40, 41 ...`` for a finding's records (line for JSONL/CSV, record number
+    otherwise), "" when the finding carries no rows."""
+    rows = [r for r in f.record_rows if r > 0]
+    if not rows:
+        return ""
+    shown = ", ".join(str(r) for r in rows[:limit])
+    return f"rows {shown}" + (f" ... and {len(rows) - limit} more" if len(rows) > limit else "")
+
+
+def fields_line(report: Report) -> str:
+    """Which fields were embedded on each side, e.g. ``reference: instruction, output; current: text``."""
+    parts = []
+    for name in sorted(report.inputs, key=lambda k: (k != "reference", k != "current", k)):
+        info = report.inputs[name]
+        parts.append(f"{name}: {', '.join(info.text_fields) or '-'}")
+    return "; ".join(parts)
+
+
+def rules_line(report: Report) -> str:
+    """The rules file's sha256 (short), whether it is the bundled default, and how many rules
+    ran, were skipped or lacked data (``report.outcomes``)."""
+    r = report.rules
+    sha = str(r.get("sha256") or "")
+    which = "the bundled default" if r.get("matches_default") else "NOT the bundled default"
+    out = f"rules sha256 {sha[:12] or '-'} ({which})"
+    disabled = [str(x.get("name")) for x in r.get("rules", ()) if isinstance(x, Mapping) and not x.get("enabled", True)]
+    if disabled:
+        out += f"; disabled: {', '.join(disabled)}"
+    if report.outcomes:
+        by: dict[str, list[str]] = {}
+        for o in report.outcomes:
+            by.setdefault(o.status, []).append(o.rule)
+        out += "; " + ", ".join(
+            f"{len(by[k])} {label}" + ("" if k == "ran" else f" ({', '.join(by[k])})")
+            for k, label in (("ran", "ran"), ("skipped", "skipped"), ("insufficient", "short of data"))
+            if k in by
+        )
+    return out

@@ -29,15 +29,19 @@ from auditor.report._common import (
     clean,
     compact,
     counts,
+    fields_line,
     fmt_num,
     fmt_p,
     ordered_findings,
     raw_p_note,
+    rows_note,
     rule_label,
+    rules_line,
     rules_path,
     split_details,
     testing_note,
     truncated_ids,
+    why,
 )
 from auditor.terms import Background, top_terms
 from auditor.types import Finding, Report, Snapshot
@@ -99,6 +103,7 @@ def render_html(
         _map_svg(layout, _MAP_W, _MAP_H, highlight=None, titles=True),
         "</section>",
         '<section id="clusters"><h2>Cluster shares, reference vs current</h2>',
+        _finding_clusters_html(numbered),
         _clusters_html(layout, ref, cur, numbered, member, background, n_clusters, report.seed),
         "</section>",
         '<section id="findings"><h2>Findings</h2>',
@@ -188,7 +193,11 @@ def _inputs_html(report: Report) -> str:
         f'<td class="ids">sha256 {esc(report.model.sha256[:16])}</td></tr>'
     )
     extra = f" \u00b7 rules {esc(rules_path(report), 300)}" if rules_path(report) else ""
-    return f'<table class="inputs">{"".join(rows)}</table><p class="note">seed {int(report.seed)}{extra}</p>'
+    return (
+        f'<table class="inputs">{"".join(rows)}</table><p class="note">seed {int(report.seed)}{extra}</p>'
+        f'<p class="note">embedded fields: {esc(fields_line(report), 400)}</p>'
+        f'<p class="note">{esc(rules_line(report), 600)}</p>'
+    )
 
 
 # --- geometry ---------------------------------------------------------------------------
@@ -395,6 +404,51 @@ def _clusters_html(
     )
 
 
+def _finding_clusters_html(numbered: Sequence[tuple[int, Finding]]) -> str:
+    """The clusters the topic findings name, with the shares their check measured
+    (``share_reference`` / ``share_current`` in details): drawn as given, nothing recomputed,
+    so every over- and under-selected finding has its bar pair here."""
+    rows = []
+    for i, f in numbered:
+        d = f.details
+        ref_s, cur_s = d.get("share_reference"), d.get("share_current")
+        if not isinstance(ref_s, (int, float)) or not isinstance(cur_s, (int, float)):
+            continue
+        terms, _, _ = split_details(d)
+        rows.append((i, f, float(ref_s), float(cur_s), ", ".join(t.split(" (")[0] for t in terms[:3])))
+    if not rows:
+        return ""
+    row_h, label_w, bar_w = 34, 330, 400
+    h, w = 26 + row_h * len(rows), label_w + bar_w + 90
+    top = max(max(r, c) for _, _, r, c, _ in rows) or 1e-9
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img">',
+        f'<rect x="{label_w}" y="6" width="10" height="10" class="b-ref"/><text x="{label_w + 14}" y="15">reference share</text>'
+        f'<rect x="{label_w + 130}" y="6" width="10" height="10" class="b-cur"/><text x="{label_w + 144}" y="15">current share</text>',
+    ]
+    for row, (i, f, ref_s, cur_s, label_terms) in enumerate(rows):
+        y = 26 + row * row_h
+        sev = f.severity if f.severity in ("fail", "warn") else "info"
+        direction = str(f.details.get("direction", ""))
+        label = f"#{i} {direction} cluster: {label_terms or '-'}"
+        cls = f' class="flag-{sev}"' if sev != "info" else ""
+        parts.append(f'<text x="4" y="{y + 14}"{cls}>{esc(label, 52, one_line=True)}<title>{esc(label)}</title></text>')
+        for j, (share, bcls) in enumerate(((ref_s, "b-ref"), (cur_s, "b-cur"))):
+            by, bw = y + 2 + j * 13, bar_w * share / top
+            parts.append(
+                f'<rect x="{label_w}" y="{by}" width="{bw:.1f}" height="11" class="{bcls}"/>'
+                f'<text x="{label_w + bw + 4:.1f}" y="{by + 10}">{100 * share:.1f}%</text>'
+            )
+    parts.append("</svg>")
+    return (
+        '<h3>The clusters the findings name</h3><p class="note">Each topic finding\'s own cluster, with the '
+        "reference and current shares its check measured (numbers match the finding).</p>"
+        + "".join(parts)
+        + '<h3>Overview</h3><p class="note">A coarser clustering of everything, for orientation only: '
+        "its clusters are not the findings' clusters.</p>"
+    )
+
+
 # --- findings ---------------------------------------------------------------------------
 
 
@@ -444,6 +498,7 @@ def _finding_section(
         f'<section class="finding {sev}" id="finding-{i}">',
         f"<h3>#{i} {_sev(sev)} {esc(rule_label(f), 120)}</h3>",
         f"<p>{esc(f.summary, 1000)}</p>",
+        *([f'<p class="note">{esc(why(f))}</p>'] if why(f) else []),
         "<dl>",
         f"<dt>check</dt><dd>{esc(f.check)}</dd><dt>rule</dt><dd>{esc(f.rule or f.check)}</dd>",
         f"<dt>side</dt><dd>{esc(f.side)}</dd>",
@@ -470,6 +525,8 @@ def _finding_section(
     if ids:
         tail = f" ... and {more} more" if more else ""
         left.append(f'<h4>Record ids</h4><p class="ids">{esc(", ".join(ids))}{esc(tail)}</p>')
+        if rows_note(f):
+            left.append(f'<p class="ids">where in the {esc(f.side)} input: {esc(rows_note(f, _MAX_IDS))}</p>')
 
     if with_map and idx.size:
         mini = _map_svg(layout, _MINI_W, _MINI_H, highlight=idx, titles=True, hl_class=f"p-{sev}")
@@ -480,3 +537,43 @@ def _finding_section(
         out.extend(left)
     out.append("</section>")
     return "\n".join(out)
+
+
+# --- notebook summary -------------------------------------------------------------------
+
+
+def render_summary(report: Report, *, max_rows: int = 30) -> str:
+    """A compact HTML fragment for ``Report._repr_html_`` in notebooks: verdict, inputs
+    and the findings table.  No embeddings needed; the same escaping as the full page."""
+    n = counts(report)
+    numbered = list(enumerate(ordered_findings(report), 1))
+    colour = {"fail": "#d93025", "warn": "#e37400", "pass": "#188038"}.get(report.status, "#5f6368")
+    rows = []
+    for i, f in numbered[:max_rows]:
+        rows.append(
+            f"<tr><td>{i}</td><td><b>{esc(f.severity.upper())}</b></td><td>{esc(rule_label(f), 80)}</td>"
+            f"<td>{esc(f.side)}</td><td style='text-align:left'>{esc(f.summary, 300, one_line=True)}</td>"
+            f"<td>{fmt_p(f.p_value)}</td><td>{len(f.record_ids)}</td></tr>"
+        )
+    more = (
+        f"<p>{len(numbered) - max_rows} more finding(s): report.to_pandas()</p>" if len(numbered) > max_rows else ""
+    )
+    table = (
+        "<table><thead><tr><th>#</th><th>severity</th><th>rule / check</th><th>side</th><th>summary</th>"
+        f"<th>p-value</th><th>records</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        if rows
+        else "<p>No findings.</p>"
+    )
+    inputs = "; ".join(
+        f"{esc(name)}: {esc(info.path, 120, one_line=True)} ({int(info.n_records)} records, "
+        f"fields {esc(', '.join(info.text_fields) or '-', 120)})"
+        for name, info in sorted(report.inputs.items(), key=lambda kv: kv[0] != "reference")
+    )
+    return (
+        f"<div><p><span style='background:{colour};color:#fff;padding:1px 8px;border-radius:4px'>"
+        f"{esc(report.status.upper())}</span> {n['fail']} failing \u00b7 {n['warn']} warning \u00b7 "
+        f"{n['info']} info finding(s) \u00b7 model {esc(report.model.name, 80)} \u00b7 seed {int(report.seed)}</p>"
+        f"<p style='font-size:90%'>{inputs}</p>{table}{more}"
+        "<p style='font-size:90%'>report.to_pandas(): one row per finding; report.records(): one row per "
+        "flagged record; report.save(dir): the CLI's files.</p></div>"
+    )

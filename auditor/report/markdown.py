@@ -23,15 +23,19 @@ from auditor.report._common import (
     clean,
     compact,
     counts,
+    fields_line,
     fmt_num,
     fmt_p,
     ordered_findings,
     raw_p_note,
+    rows_note,
     rule_label,
+    rules_line,
     rules_path,
     split_details,
     testing_note,
     truncated_ids,
+    why,
 )
 from auditor.types import Finding, Report
 
@@ -100,6 +104,8 @@ def render_markdown(report: Report, *, max_chars: int = 60000) -> str:
         f"{n['warn']} warning \u00b7 {n['info']} info finding(s)",
         "",
         _inputs_line(report),
+        "",
+        f"Embedded fields: {md_text(fields_line(report), 400)} \u00b7 {md_text(rules_line(report), 600)}",
         "",
     ]
     # our own sentence (no dataset text), so it needs no escaping
@@ -184,6 +190,7 @@ def _details_block(i: int, f: Finding) -> str:
         f"<summary>#{i} {html.escape(f.severity.upper())} {_html_text(rule_label(f), 80)}: "
         f"{_html_text(f.summary)}</summary>",
         "",
+        *([f"_{md_text(why(f), None)}_", ""] if why(f) else []),
         f"- check: {md_text(f.check, 80)}; rule: {md_text(f.rule or f.check, 80)}; side: {f.side}",
         f"- statistic: {fmt_num(f.statistic)}; p-value: {fmt_p(f.p_value)}"
         + raw_p_note(f)
@@ -203,6 +210,8 @@ def _details_block(i: int, f: Finding) -> str:
         lines.append(
             f"- records ({len(f.record_ids)}, {f.side}): {', '.join(md_text(x, 80) for x in ids)}{more}"
         )
+    if rows_note(f):
+        lines.append(f"- where in the {f.side} input: {md_text(rows_note(f, _MAX_IDS), None)}")
     if examples:
         # a paragraph (not a list item) first, so the quotes below cannot be read as a
         # continuation of the list above

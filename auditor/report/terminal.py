@@ -1,5 +1,9 @@
 """The summary table printed at the end of a run (rich).
 
+Two layouts: on a terminal, a table sized to it; anywhere else (a CI log, a pipe, a
+file) one plain line per finding that never wraps into the next, so a log reads line by
+line and ``grep FAIL`` finds every failing finding.
+
 Colour follows the console: rich's ``Console`` turns colour off by itself when ``NO_COLOR``
 is set (https://no-color.org) or when output is not a terminal, so nothing here checks the
 environment.  Dataset text goes into ``rich.text.Text`` objects, never into markup
@@ -34,6 +38,9 @@ def render_terminal(report: Report, console: Console, *, max_rows: int = 40) -> 
     """
     findings = ordered_findings(report)
     n = counts(report)
+    if not console.is_terminal:
+        _render_lines(report, console, max_rows=max_rows)
+        return
     if findings:
         # the summary gets the width: statistic and side are in report.json and report.md
         table = Table(title="auditor findings", title_justify="left", show_lines=False, expand=True)
@@ -68,3 +75,42 @@ def render_terminal(report: Report, console: Console, *, max_rows: int = 40) -> 
         f"  {n['fail']} failing, {n['warn']} warning, {n['info']} info finding(s); seed {report.seed}"
     )
     console.print(verdict)
+
+
+def render_lines(report: Report, *, max_rows: int = 40) -> list[str]:
+    """The plain layout: one line per finding (most severe first), then the testing note
+    and the verdict.  Dataset text is cleaned and folded to one line."""
+    findings = ordered_findings(report)
+    n = counts(report)
+    out = []
+    shown = 0
+    for i, f in enumerate(findings, 1):
+        if f.severity == "info" and shown >= max_rows:
+            break
+        where = ""
+        if f.record_ids:
+            where = f" records={len(f.record_ids)} {f.side}"
+            if f.record_rows:
+                rows = ",".join(str(r) for r in f.record_rows[:5]) + ("..." if len(f.record_rows) > 5 else "")
+                where += f" rows={rows}"
+        out.append(
+            f"{f.severity.upper():<4} #{i} {clean(f.rule or f.check, 60, one_line=True)} "
+            f"p={fmt_p(f.p_value)}{where}: {clean(f.summary, 300, one_line=True)}"
+        )
+        shown += 1
+    if shown < len(findings):
+        out.append(f"... and {len(findings) - shown} more info finding(s) in report.json")
+    if findings:
+        out.append(testing_note(report))
+    out.append(
+        f"{report.status.upper()}: {n['fail']} failing, {n['warn']} warning, {n['info']} info finding(s); "
+        f"seed {report.seed}"
+    )
+    return out
+
+
+def _render_lines(report: Report, console: Console, *, max_rows: int) -> None:
+    style = {"FAIL": "bold red", "WARN": "yellow"}
+    for line in render_lines(report, max_rows=max_rows):
+        # Text, not markup: the line holds dataset text; soft_wrap: never folded by rich
+        console.print(Text(line, style=style.get(line[:4], "")), soft_wrap=True, overflow="ignore", crop=False)
