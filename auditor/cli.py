@@ -53,14 +53,14 @@ app = typer.Typer(
 INPUT_SUFFIXES: tuple[str, ...] = (".jsonl", ".ndjson", ".json", ".csv")  # each also gzipped
 _DATASET_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 _SUPPORTED = (
-    ".jsonl, .ndjson, .json, .csv (each also gzipped, .gz), .parquet, "
-    "or a folder written by datasets.Dataset.save_to_disk"
+    ".jsonl, .ndjson, .json, .csv (each also gzipped, .gz), .parquet, .arrow, "
+    "a folder written by datasets.Dataset.save_to_disk, a folder of such shards or a glob"
 )
 
 
 def _known_suffix(name: str) -> bool:
     name = name.lower()
-    if name.endswith(".parquet"):
+    if name.endswith((".parquet", ".arrow")):
         return True
     base = name[:-3] if name.endswith(".gz") else name
     return base.endswith(INPUT_SUFFIXES)
@@ -68,8 +68,15 @@ def _known_suffix(name: str) -> bool:
 
 def check_input(path: Path) -> None:
     """Raise AuditorError unless ``path`` is a readable data file of a known format or a
-    datasets folder.  Never opens a FIFO or device (reading one could hang the gate)."""
+    datasets folder, a folder of shards or a glob matching shards.  Never opens a FIFO or
+    device (reading one could hang the gate)."""
+    from auditor import shards  # standard library only: still no heavy import
+
     label = str(path)
+    if shards.is_pattern(path):
+        for shard in shards.shards_of(path) or ():
+            check_input(shard)
+        return
     try:
         st = path.stat()
     except FileNotFoundError:
@@ -77,13 +84,12 @@ def check_input(path: Path) -> None:
     except OSError as err:
         raise AuditorError(f"{label}: cannot read ({err.strerror or err})") from None
     if stat.S_ISDIR(st.st_mode):
-        if not any((path / m).is_file() for m in _DATASET_MARKERS):
-            raise AuditorError(
-                f"{label}: folder is not a datasets save_to_disk folder "
-                f"(no dataset_info.json or state.json; supported: {_SUPPORTED})"
-            )
         if not os.access(path, os.R_OK | os.X_OK):
             raise AuditorError(f"{label}: cannot read (permission denied)")
+        if not any((path / m).is_file() for m in _DATASET_MARKERS):
+            # a folder of shards: every shard is checked as a file is
+            for shard in shards.shards_of(path) or ():
+                check_input(shard)
         return
     if not stat.S_ISREG(st.st_mode):
         raise AuditorError(f"{label}: not a regular file (expected a data file; supported: {_SUPPORTED})")
