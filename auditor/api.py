@@ -64,13 +64,17 @@ def run_audit(
     cache_dir: str | Path | None = DEFAULT_CACHE_DIR,
     batch_size: int = 64,
     progress: Any = None,
+    engine: str = "local",
+    ray_address: str | None = None,
 ) -> AuditRun:
     """Audit ``current`` against ``reference``: the graded Report and both Snapshots.
 
     Inputs are file paths (any format ``auditor.io.load`` reads), already-loaded Batches,
     or for the reference an already-embedded Snapshot (e.g. a stored curation round).
     ``encoder`` overrides ``model`` for embedding (tests pass a fake one); ``device`` is
-    still passed to the checks that can use a GPU.
+    still passed to the checks that can use a GPU.  ``engine="ray"`` embeds on a Ray
+    cluster (``ray_address``; None starts a local Ray) into the cache first; the audit
+    itself then runs here, reading those vectors, as with the local engine.
     """
     if reference is None:
         raise AuditorError("audit needs a reference: --reference FILE or --store DIR --baseline NAME")
@@ -81,6 +85,20 @@ def run_audit(
     )
     enc = encoder or load_encoder(model, device=device)
     views = sorted(ruleset.needs())
+    if engine != "local":
+        from auditor.engine.ray_engine import prefill
+
+        cache_dir = prefill(
+            [cur_batch, ref_input if isinstance(ref_input, Batch) else ref_input.batch],
+            enc,
+            cache_dir,
+            views,
+            engine=engine,
+            address=ray_address,
+            model=model,
+            device=device,
+            by_name=encoder is None,
+        )
     if isinstance(ref_input, Snapshot):
         if ref_input.model.sha256 != enc.fingerprint:
             raise AuditorError(
