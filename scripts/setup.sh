@@ -12,8 +12,8 @@ if ! "$VPY" -c "import torch" 2>/dev/null; then
   # on a machine with an NVIDIA GPU install the torch build you want first instead.
   "$VPY" -m pip install -q "torch==${AUDITOR_TORCH_VERSION:-2.13.0}"
 fi
-if ! "$VPY" -c "import auditor, sentence_transformers, faiss, polars, datasets, pytest, static_model" 2>/dev/null \
+if ! "$VPY" -c "import auditor, sentence_transformers, faiss, polars, datasets, pytest, static_model, ray" 2>/dev/null \
    || [ pyproject.toml -nt .venv/.auditor-installed ]; then
-  "$VPY" -m pip install -q -e ".[dev,fast]"
+  "$VPY" -m pip install -q -e ".[dev,fast,ray]"
   touch .venv/.auditor-installed
 fi

@@ -59,7 +59,12 @@ def test_shard_folder_reads_like_one_file(shard_dir: tuple[Path, list[dict]], tm
     # numbers count within each shard
     assert many.lines == tuple(range(1, 21)) + tuple(range(1, 16)) + tuple(range(1, 11)) + tuple(range(1, 16))
     assert many.path == str(d)
-    assert [p.name for p in io.iter_shards(d)] == ["a-000.jsonl", "b-001.parquet", "c-002.arrow", "d-003.arrow"]
+    assert [p.name for p in io.iter_shards(d)] == [
+        "a-000.jsonl",
+        "b-001.parquet",
+        "c-002.arrow",
+        "d-003.arrow",
+    ]
     streamed = [t for chunk in io.iter_texts(d, chunk_size=8) for t in chunk]
     assert tuple(streamed) == one.texts
     assert io.file_sha256(d) == many.sha256

@@ -258,7 +258,9 @@ class RayEngine:
         def flush() -> None:
             nonlocal n_encoded
             if pending:
-                n_encoded += self.fill_cache(list(pending.values()), list(pending), encoder, cache, factory=factory)[1]
+                n_encoded += self.fill_cache(
+                    list(pending.values()), list(pending), encoder, cache, factory=factory
+                )[1]
                 pending.clear()
 
         for texts in iter_texts(path, text_fields, chunk_size=chunk):
