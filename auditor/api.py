@@ -36,9 +36,12 @@ def snapshot_of(
     views: Sequence[str] = (),
     batch_size: int = 64,
     progress: Any = None,
+    cache: EmbeddingCache | None = None,
 ) -> Snapshot:
-    """Embed a batch through the on-disk cache (``cache_dir=None`` disables the cache)."""
-    cache = EmbeddingCache(cache_dir) if cache_dir is not None else None
+    """Embed a batch through the on-disk cache (``cache_dir=None`` disables the cache;
+    ``cache`` reuses an open one, so its counts cover several batches)."""
+    if cache is None and cache_dir is not None:
+        cache = EmbeddingCache(cache_dir)
     return embed_batch(batch, encoder, cache, views=views, batch_size=batch_size, progress=progress)
 
 
@@ -189,11 +192,17 @@ def run_audit(
     cache_dir: str | Path | None = DEFAULT_CACHE_DIR,
     batch_size: int = 64,
     progress: Any = None,
+    engine: str = "local",
+    ray_address: str | None = None,
 ) -> AuditRun:
     """Audit ``current`` against ``reference``: the graded Report and both Snapshots.
 
-    Takes what ``audit`` takes.  ``encoder`` overrides ``model`` for embedding (tests pass
-    a fake one); ``device`` is still passed to the checks that can use a GPU.
+    Inputs are file paths (any format ``auditor.io.load`` reads), already-loaded Batches,
+    or for the reference an already-embedded Snapshot (e.g. a stored curation round).
+    ``encoder`` overrides ``model`` for embedding (tests pass a fake one); ``device`` is
+    still passed to the checks that can use a GPU.  ``engine="ray"`` embeds on a Ray
+    cluster (``ray_address``; None starts a local Ray) into the cache first; the audit
+    itself then runs here, reading those vectors, as with the local engine.
     """
     if reference is None:
         raise AuditorError("audit needs a reference: --reference FILE or --store DIR --baseline NAME")
@@ -222,10 +231,27 @@ def run_audit(
             )
         info = precomputed_model(ref_vec, cur_vec)
         ref_snap, cur_snap = _precomputed(ref_batch, ref_vec, info), _precomputed(cur_batch, cur_vec, info)
+        cache_stats = None
     else:
-        ref_snap, cur_snap = _embedded(
-            cur_batch, reference, ref_fields, id_field, ruleset, model, device, encoder, cache_dir, batch_size, progress
+        ref_input: Batch | Snapshot = (
+            reference
+            if isinstance(reference, Snapshot)
+            else _batch_of(reference, "reference", ref_fields, id_field, None)[0]
         )
+        enc = encoder or load_encoder(model, device=device)
+        views = sorted(ruleset.needs())
+        if engine != "local":
+            from auditor.engine.ray_engine import prefill
+
+            # embed both sides on Ray into the cache; the audit below then reads them from it
+            ref_b = ref_input if isinstance(ref_input, Batch) else ref_input.batch
+            cache_dir = prefill(
+                [cur_batch, ref_b], enc, cache_dir, views, engine=engine, address=ray_address,
+                model=model, device=device, by_name=encoder is None,
+            )  # fmt: skip
+        cache = EmbeddingCache(cache_dir) if cache_dir is not None else None
+        ref_snap, cur_snap = _embedded(cur_batch, ref_input, enc, views, cache, batch_size, progress)
+        cache_stats = cache.stats.to_dict() if cache is not None else None
     for side, snap in (("reference", ref_snap), ("current", cur_snap)):
         b = snap.batch
         log.info("%s: %s, %d records, embedded fields: %s", side, b.path, len(b), ", ".join(b.text_fields) or "-")
@@ -235,7 +261,9 @@ def run_audit(
     # the device reaches the GPU-capable checks explicitly, also when a caller passes its
     # own encoder (no module global carries it)
     report = evaluate(ref_snap, cur_snap, ruleset, seed=seed, device=device, progress=progress)
-    report = dataclasses.replace(report, snapshots=(ref_snap, cur_snap))
+    report = dataclasses.replace(report, snapshots=(ref_snap, cur_snap), cache=cache_stats)
+    if cache_stats is not None:
+        log.info("embedding cache: %s", ", ".join(f"{k} {v}" for k, v in cache_stats.items()))
     for o in report.outcomes:
         log.debug("rule %s (%s): %s%s", o.rule, o.check, o.status, f": {o.reason}" if o.reason else "")
     return AuditRun(report=report, reference=ref_snap, current=cur_snap)
@@ -251,22 +279,16 @@ def _as_given(vectors: Vectors, n: int, name: str) -> np.ndarray:
 
 def _embedded(
     cur_batch: Batch,
-    reference: Input,
-    ref_fields: Sequence[str] | str | None,
-    id_field: str | None,
-    ruleset: Rules,
-    model: str | Path | None,
-    device: str,
-    encoder: Encoder | None,
-    cache_dir: str | Path | None,
+    ref_input: Batch | Snapshot,
+    enc: Encoder,
+    views: Sequence[str],
+    cache: EmbeddingCache | None,
     batch_size: int,
     progress: Any,
 ) -> tuple[Snapshot, Snapshot]:
-    ref_input: Batch | Snapshot = (
-        reference if isinstance(reference, Snapshot) else _batch_of(reference, "reference", ref_fields, id_field, None)[0]
-    )
-    enc = encoder or load_encoder(model, device=device)
-    views = sorted(ruleset.needs())
+    """Both sides embedded through one cache (so its counts cover the run); a stored
+    round as the reference is reused, embedded again only for missing views."""
+    embed_kw: dict[str, Any] = {"cache_dir": None, "cache": cache, "views": views, "batch_size": batch_size}
     if isinstance(ref_input, Snapshot):
         if ref_input.model.sha256 != enc.fingerprint:
             raise AuditorError(
@@ -275,12 +297,8 @@ def _embedded(
             )
         ref_snap = ref_input
         if views and not all(v in ref_snap.views for v in views):
-            ref_snap = snapshot_of(
-                ref_snap.batch, enc, cache_dir=cache_dir, views=views, batch_size=batch_size, progress=progress
-            )
+            ref_snap = snapshot_of(ref_snap.batch, enc, progress=progress, **embed_kw)
     else:
-        ref_snap = snapshot_of(
-            ref_input, enc, cache_dir=cache_dir, views=views, batch_size=batch_size, progress=progress
-        )
-    cur_snap = snapshot_of(cur_batch, enc, cache_dir=cache_dir, views=views, batch_size=batch_size, progress=progress)
+        ref_snap = snapshot_of(ref_input, enc, progress=progress, **embed_kw)
+    cur_snap = snapshot_of(cur_batch, enc, progress=progress, **embed_kw)
     return ref_snap, cur_snap

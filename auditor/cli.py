@@ -63,14 +63,14 @@ app = typer.Typer(
 INPUT_SUFFIXES: tuple[str, ...] = (".jsonl", ".ndjson", ".json", ".csv")  # each also gzipped
 _DATASET_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 _SUPPORTED = (
-    ".jsonl, .ndjson, .json, .csv (each also gzipped, .gz), .parquet, "
-    "or a folder written by datasets.Dataset.save_to_disk"
+    ".jsonl, .ndjson, .json, .csv (each also gzipped, .gz), .parquet, .arrow, "
+    "a folder written by datasets.Dataset.save_to_disk, a folder of such shards or a glob"
 )
 
 
 def _known_suffix(name: str) -> bool:
     name = name.lower()
-    if name.endswith(".parquet"):
+    if name.endswith((".parquet", ".arrow")):
         return True
     base = name[:-3] if name.endswith(".gz") else name
     return base.endswith(INPUT_SUFFIXES)
@@ -78,8 +78,15 @@ def _known_suffix(name: str) -> bool:
 
 def check_input(path: Path) -> None:
     """Raise AuditorError unless ``path`` is a readable data file of a known format or a
-    datasets folder.  Never opens a FIFO or device (reading one could hang the gate)."""
+    datasets folder, a folder of shards or a glob matching shards.  Never opens a FIFO or
+    device (reading one could hang the gate)."""
+    from auditor import shards  # standard library only: still no heavy import
+
     label = str(path)
+    if shards.is_pattern(path):
+        for shard in shards.shards_of(path) or ():
+            check_input(shard)
+        return
     try:
         st = path.stat()
     except FileNotFoundError:
@@ -87,13 +94,12 @@ def check_input(path: Path) -> None:
     except OSError as err:
         raise AuditorError(f"{label}: cannot read ({err.strerror or err})") from None
     if stat.S_ISDIR(st.st_mode):
-        if not any((path / m).is_file() for m in _DATASET_MARKERS):
-            raise AuditorError(
-                f"{label}: folder is not a datasets save_to_disk folder "
-                f"(no dataset_info.json or state.json; supported: {_SUPPORTED})"
-            )
         if not os.access(path, os.R_OK | os.X_OK):
             raise AuditorError(f"{label}: cannot read (permission denied)")
+        if not any((path / m).is_file() for m in _DATASET_MARKERS):
+            # a folder of shards: every shard is checked as a file is
+            for shard in shards.shards_of(path) or ():
+                check_input(shard)
         return
     if not stat.S_ISREG(st.st_mode):
         raise AuditorError(f"{label}: not a regular file (expected a data file; supported: {_SUPPORTED})")
@@ -247,6 +253,52 @@ CacheOpt = Annotated[
 ]
 
 
+EngineOpt = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        help="Where embedding runs: local (this process) or ray (a Ray cluster; pip install "
+        "'auditor[ray]'). The checks and grading run here either way; findings are the same.",
+    ),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option("--ray-address", help="Ray cluster to join with --engine ray (default: start a local Ray)."),
+]
+
+
+def _ray_prefill(
+    data: Path,
+    engine: str,
+    ray_address: str | None,
+    *,
+    cache_dir: Path | None,
+    model: str | None,
+    device: str,
+    text_fields: Sequence[str] | None,
+) -> None:
+    """With --engine ray: embed DATA's texts on the cluster into the cache first."""
+    from auditor.engine import check_engine
+
+    if check_engine(engine, ray_address) == "local":
+        return
+    if cache_dir is None:
+        raise AuditorError("--engine ray with --no-cache: the cluster's vectors reach this run through the cache")
+    from auditor.cache import EmbeddingCache
+    from auditor.encoders import load_encoder
+    from auditor.engine.ray_engine import RayEngine, encoder_factory
+
+    encoder = load_encoder(model, device=device)
+    with RayEngine(ray_address) as eng:
+        eng.embed_file(
+            data,
+            encoder,
+            EmbeddingCache(cache_dir),
+            text_fields=text_fields,
+            factory=encoder_factory(model, device),
+        )
+
+
 def _cache_dir(cache_dir: Path | None, no_cache: bool = False) -> Path | None:
     """The cache directory to use (None: no cache); resolved after the inputs are validated."""
     if no_cache:
@@ -351,6 +403,8 @@ def audit(
     junit: JunitOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
+    engine: EngineOpt = "local",
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Audit CURRENT against --reference (or a stored round: --store DIR --baseline NAME);
     write DIR/report.json and DIR/report.md.
@@ -371,6 +425,9 @@ def audit(
     if reference is not None:
         check_input(reference)
     check_output_dir(out, "--out")
+    from auditor.engine import check_engine
+
+    check_engine(engine, ray_address)
     ruleset = load_rules(rules)
     if baseline is not None and embeddings_field is not None:
         raise AuditorError("audit: --embeddings-field needs --reference FILE (a stored round is already embedded)")
@@ -403,6 +460,8 @@ def audit(
             cache_dir=_cache_dir(cache_dir, no_cache or embeddings_field is not None),
             batch_size=batch_size,
             progress=progress,
+            engine=engine,
+            ray_address=ray_address,
         )
     written = write_reports(run.report, out, ref=run.reference, cur=run.current, html=html)
     _finish(run.report, written=written, junit=junit, json_out=json_out, quiet=quiet)
@@ -439,6 +498,8 @@ def embed_cmd(
         int, typer.Option("--chunk", min=1, help="Records read and embedded at a time (bounds memory).")
     ] = 8192,
     quiet: QuietOpt = False,
+    engine: EngineOpt = "local",
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Embed DATA into the cache in chunks, so later audits of it start warm.
 
@@ -448,6 +509,9 @@ def embed_cmd(
     Example:  auditor embed big.jsonl --model static
     """
     check_input(data)
+    from auditor.engine import check_engine
+
+    check_engine(engine, ray_address)
 
     from auditor.cache import EmbeddingCache
     from auditor.embed import embed_file
@@ -463,15 +527,29 @@ def embed_cmd(
             total = sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 24), b""))
     with Progress(quiet=quiet) as progress:
         advance = progress.task(f"embedding {data.name}", total or 0)
-        result = embed_file(
-            data,
-            encoder,
-            EmbeddingCache(cache_dir),
-            text_fields=text_field,
-            chunk=chunk,
-            batch_size=batch_size,
-            progress=advance,
-        )
+        if engine == "ray":
+            from auditor.engine.ray_engine import RayEngine, encoder_factory
+
+            with RayEngine(ray_address, batch_size=batch_size) as eng:
+                result = eng.embed_file(
+                    data,
+                    encoder,
+                    EmbeddingCache(cache_dir),
+                    text_fields=text_field,
+                    chunk=chunk,
+                    factory=encoder_factory(model, device),
+                    progress=advance,
+                )
+        else:
+            result = embed_file(
+                data,
+                encoder,
+                EmbeddingCache(cache_dir),
+                text_fields=text_field,
+                chunk=chunk,
+                batch_size=batch_size,
+                progress=advance,
+            )
     rate = result.n_encoded / result.seconds if result.seconds > 0 else 0.0
     typer.echo(
         f"{result.n_records} records, {result.n_unique} distinct texts: {result.n_cached} already cached, "
@@ -525,12 +603,24 @@ def snapshot_cmd(
     no_cache: NoCacheOpt = False,
     batch_size: BatchSizeOpt = 64,
     quiet: QuietOpt = False,
+    engine: EngineOpt = "local",
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Record DATA as curation round NAME in the store (manifest, embeddings, records).
 
     Example:  auditor snapshot round2.jsonl --store rounds/ --name round2 --parent round1
     """
     check_input(data)
+    # the round's texts are embedded on the cluster into the cache; the snapshot reads them
+    _ray_prefill(
+        data,
+        engine,
+        ray_address,
+        cache_dir=_cache_dir(cache_dir, no_cache),
+        model=model,
+        device=device,
+        text_fields=text_field,
+    )
     from auditor.curation import snapshot
     from auditor.progress import Progress
 

@@ -31,14 +31,22 @@ import numpy as np
 import polars as pl
 
 from auditor.fsutil import sha256_tree
+from auditor.shards import shards_of
 from auditor.textutil import content_hash, default_ids
 from auditor.types import AuditorError, Batch
 
 SUPPORTED = (
-    ".jsonl, .ndjson, .json, .csv (each also gzipped, .gz), .parquet, "
-    "or a folder written by datasets.Dataset.save_to_disk"
+    ".jsonl, .ndjson, .json, .csv (each also gzipped, .gz), .parquet, .arrow, "
+    "a folder written by datasets.Dataset.save_to_disk, a folder of such shards or a glob"
 )
-_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+_SUFFIXES = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".arrow": "arrow",
+}
 _DATASET_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 _RESPONSE_FIELDS = ("output", "response", "completion")
 _AUTO_SHAPES = (
@@ -96,6 +104,9 @@ def _load(path: str | Path, text_fields: Sequence[str] | None, id_field: str | N
     fields = _as_fields(text_fields)
     if id_field is not None and not id_field:
         raise AuditorError("id_field: empty field name (expected a field path such as 'id')")
+    shards = shards_of(path)
+    if shards is not None:
+        return _load_shards(label, shards, fields, id_field)
     table, digest = _read(Path(path), label)
     if table.frame.height == 0:
         raise AuditorError(f"{label}: no records (expected at least one)")
@@ -146,7 +157,16 @@ def unread_text_fields(frame: pl.DataFrame, read: Sequence[str], id_field: str |
 
 
 def file_sha256(path: str | Path) -> str:
-    """sha256 hex of a file's bytes; for a folder, of its sorted relative paths and contents."""
+    """sha256 hex of a file's bytes; for a folder, of its sorted relative paths and contents;
+    for a glob, of the matched shards' paths and contents."""
+    try:
+        shards = shards_of(path)
+    except AuditorError:
+        if not Path(path).is_dir():
+            raise
+        shards = None  # a folder that is not an input: hash everything in it
+    if shards is not None:
+        return _shards_digest(shards, [file_sha256(s) for s in shards])
     p = Path(path)
     if not p.exists():
         raise AuditorError(f"{path}: file not found (no such file or folder)")
@@ -173,16 +193,29 @@ def _where_prefix(path: str | Path) -> str:
     return f"{path}:" if by_line else f"{path}:record "
 
 
+def iter_shards(path: str | Path) -> tuple[Path, ...]:
+    """The files an input is read from, in order: its shards for a folder of shards or a
+    glob (see ``auditor.shards``), else the path itself."""
+    shards = shards_of(path)
+    return shards if shards is not None else (Path(path),)
+
+
 def iter_records(path: str | Path, chunk_size: int = 8192) -> Iterator[Records]:
     """The records of a file as ``(line or record number, record)`` pairs, ``chunk_size``
     at a time, with ``load``'s checks and error messages.
 
-    JSON Lines (also gzipped) and Parquet are read incrementally, so memory is bounded by
-    the chunk; the other formats have no cheap way to stop half way and are read whole
-    first.
+    JSON Lines (also gzipped), Parquet and Arrow are read incrementally, so memory is
+    bounded by the chunk; the other formats have no cheap way to stop half way and are
+    read whole first.  A folder of shards or a glob is read shard after shard; numbers
+    count within each shard (``iter_texts`` names the shard in its errors).
     """
     if chunk_size < 1:
         raise AuditorError(f"chunk_size: {chunk_size} (expected at least 1)")
+    shards = shards_of(path)
+    if shards is not None:
+        for shard in shards:
+            yield from iter_records(shard, chunk_size)
+        return
     p, label = Path(path), str(path)
     if not p.exists():
         raise AuditorError(f"{label}: file not found (no such file or folder)")
@@ -191,14 +224,23 @@ def iter_records(path: str | Path, chunk_size: int = 8192) -> Iterator[Records]:
         yield from _jsonl_stream(p, label, chunk_size)
     elif kind == "parquet":
         yield from _parquet_stream(p, label, chunk_size)
+    elif kind == "arrow":
+        yield from _arrow_stream(p, label, chunk_size)
     else:
         yield from _table_stream(_read(p, label)[0], label, chunk_size)
 
 
 def fields_of(path: str | Path) -> tuple[str, ...]:
     """Every top-level field of a file's records, in first-seen order: what ``load`` sees
-    as its columns.  JSON Lines are scanned once (and every line checked), Parquet gives
-    its schema, other formats are read."""
+    as its columns.  JSON Lines are scanned once (and every line checked), Parquet and
+    Arrow give their schema, other formats are read.  For shards: the union over all of
+    them, so the recipe never depends on which shard came first."""
+    shards = shards_of(path)
+    if shards is not None:
+        seen: dict[str, None] = {}
+        for shard in shards:
+            seen.update(dict.fromkeys(fields_of(shard)))
+        return tuple(seen)
     p, label = Path(path), str(path)
     if not p.exists():
         raise AuditorError(f"{label}: file not found (no such file or folder)")
@@ -213,6 +255,9 @@ def fields_of(path: str | Path) -> tuple[str, ...]:
         except Exception as e:  # noqa: BLE001 - any parse failure is a bad file for the user
             raise AuditorError(f"{label}: cannot read Parquet ({_first_line(e)})") from None
         return names
+    if kind == "arrow":
+        with _arrow_reader(p, label) as reader:
+            return tuple(reader.schema.names)
     table = _read(p, label)[0]
     if table.frame.height == 0:
         raise AuditorError(f"{label}: no records (expected at least one)")
@@ -220,20 +265,33 @@ def fields_of(path: str | Path) -> tuple[str, ...]:
 
 
 def iter_texts(
-    path: str | Path, text_fields: Sequence[str] | str | None = None, *, chunk_size: int = 8192
+    path: str | Path,
+    text_fields: Sequence[str] | str | None = None,
+    *,
+    chunk_size: int = 8192,
+    recipe: Recipe | None = None,
 ) -> Iterator[list[str]]:
-    """The texts ``load`` would make of a file, ``chunk_size`` records at a time.
+    """The texts ``load`` would make of a file (or of every shard of a folder of shards
+    or a glob, in order), ``chunk_size`` records at a time.
 
-    The recipe comes from the fields of the whole file (``fields_of``), never from the
+    The recipe comes from the fields of the whole input (``fields_of``), never from the
     first chunk, so a field that first appears late gives the same text here and in
     ``load``, and what ``auditor embed`` caches is found again by ``auditor audit``.
+    ``recipe`` (from ``recipe_of``) is for a caller that reads one shard of a larger
+    input, e.g. a Ray worker: the whole input's recipe, not this shard's.
     """
-    label = str(path)
+    if recipe is None:
+        recipe = recipe_of(path, text_fields)
+    for shard in iter_shards(path):
+        where = _where_prefix(shard)
+        for records in iter_records(shard, chunk_size):
+            yield [extract(rec, recipe, where=f"{where}{n}").text for n, rec in records]
+
+
+def recipe_of(path: str | Path, text_fields: Sequence[str] | str | None = None) -> Recipe:
+    """The record -> text recipe ``load`` uses for ``path`` (a file, shard folder or glob)."""
     fields = _as_fields(text_fields)
-    recipe = recipe_for(() if fields else fields_of(path), fields, label=label)
-    where = _where_prefix(path)
-    for records in iter_records(path, chunk_size):
-        yield [extract(rec, recipe, where=f"{where}{n}").text for n, rec in records]
+    return recipe_for(() if fields else fields_of(path), fields, label=str(path))
 
 
 def _table_stream(table: _Table, label: str, chunk_size: int) -> Iterator[Records]:
@@ -264,6 +322,69 @@ def _parquet_stream(p: Path, label: str, chunk_size: int) -> Iterator[Records]:
         if type(e).__module__.startswith("pyarrow"):
             raise AuditorError(f"{label}: cannot read Parquet ({_first_line(e)})") from None
         raise
+    if n == 0:
+        raise AuditorError(f"{label}: no records (expected at least one)")
+
+
+class _ArrowReader:
+    """An Arrow IPC file (random access) or stream (what ``datasets`` writes), opened for
+    reading record batches in order."""
+
+    def __init__(self, p: Path, label: str) -> None:
+        import pyarrow as pa
+        import pyarrow.ipc as ipc
+
+        self.label = label
+        try:
+            self._src = pa.memory_map(str(p), "r")
+        except OSError as e:
+            raise AuditorError(f"{label}: cannot read ({e.strerror or e})") from None
+        reader: Any = None
+        for opener in (ipc.open_file, ipc.open_stream):
+            try:
+                self._src.seek(0)
+                reader = opener(self._src)
+                break
+            except Exception:  # noqa: BLE001 - try the other IPC layout
+                continue
+        if reader is None:
+            self._src.close()
+            raise AuditorError(f"{label}: cannot read Arrow (not an Arrow IPC file or stream)")
+        self._reader = reader
+        self.schema = reader.schema
+
+    def batches(self) -> Iterator[Any]:
+        r = self._reader
+        try:
+            if hasattr(r, "num_record_batches"):
+                for i in range(r.num_record_batches):
+                    yield r.get_batch(i)
+            else:
+                yield from r
+        except Exception as e:
+            if type(e).__module__.startswith("pyarrow") or isinstance(e, (OSError, ValueError)):
+                raise AuditorError(f"{self.label}: cannot read Arrow ({_first_line(e)})") from None
+            raise
+
+    def __enter__(self) -> _ArrowReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._src.close()
+
+
+def _arrow_reader(p: Path, label: str) -> _ArrowReader:
+    return _ArrowReader(p, label)
+
+
+def _arrow_stream(p: Path, label: str, chunk_size: int) -> Iterator[Records]:
+    n = 0
+    with _arrow_reader(p, label) as reader:
+        for batch in reader.batches():
+            for s in range(0, batch.num_rows, chunk_size):
+                recs = batch.slice(s, chunk_size).to_pylist()
+                yield [(n + i + 1, r) for i, r in enumerate(recs)]
+                n += len(recs)
     if n == 0:
         raise AuditorError(f"{label}: no records (expected at least one)")
 
@@ -355,12 +476,24 @@ class _Table:
     lines: list[int]
     by_record: bool
     raw: Callable[[int], Any] | None = None
+    # set only for the records of several shards read together (duplicate-id errors name
+    # the shard of each record): shard index of each record, each shard's label and kind
+    shards: list[int] | None = None
+    shard_labels: tuple[str, ...] = ()
+    shard_by_record: tuple[bool, ...] = ()
 
     def where(self, label: str, i: int) -> str:
+        if self.shards is not None:
+            k = self.shards[i]
+            return _Table(self.frame, self.lines, self.shard_by_record[k]).where(self.shard_labels[k], i)
         n = self.lines[i]
         return f"{label}:record {n}" if self.by_record else f"{label}:{n}"
 
     def unit(self, i: int) -> str:
+        if self.shards is not None:
+            k = self.shards[i]
+            unit = "record" if self.shard_by_record[k] else "line"
+            return f"{self.shard_labels[k]} {unit} {self.lines[i]}"
         return f"record {self.lines[i]}" if self.by_record else f"line {self.lines[i]}"
 
 
@@ -369,7 +502,7 @@ def _format_of(path: Path, label: str) -> tuple[str, bool]:
     gz = name.endswith(".gz")
     base = name[:-3] if gz else name
     for suffix, kind in _SUFFIXES.items():
-        if base.endswith(suffix) and not (gz and kind == "parquet"):
+        if base.endswith(suffix) and not (gz and kind in ("parquet", "arrow")):
             return kind, gz
     found = "".join(path.suffixes[-2:]) or "no extension"
     raise AuditorError(f"{label}: unknown file type '{found}' (supported: {SUPPORTED})")
@@ -388,6 +521,8 @@ def _read(p: Path, label: str) -> tuple[_Table, str]:
     digest = hashlib.sha256(data).hexdigest()
     if kind == "parquet":
         return _read_parquet(data, label), digest
+    if kind == "arrow":
+        return _read_arrow(p, label), digest
     if gz:
         try:
             data = gzip.decompress(data)
@@ -498,6 +633,89 @@ def _read_parquet(data: bytes, label: str) -> _Table:
     except _POLARS_ERRORS as e:
         raise AuditorError(f"{label}: cannot read Parquet ({_first_line(e)})") from None
     return _Table(frame, list(range(1, frame.height + 1)), by_record=True)
+
+
+def _read_arrow(p: Path, label: str) -> _Table:
+    import pyarrow as pa
+
+    with _arrow_reader(p, label) as reader:
+        batches = list(reader.batches())
+        table = pa.Table.from_batches(batches, schema=reader.schema)
+        try:
+            frame = pl.from_arrow(table)
+        except _POLARS_ERRORS as e:
+            raise AuditorError(f"{label}: cannot convert Arrow ({_first_line(e)})") from None
+    assert isinstance(frame, pl.DataFrame)
+    return _Table(frame, list(range(1, frame.height + 1)), by_record=True)
+
+
+def _shards_digest(shards: Sequence[Path], digests: Sequence[str]) -> str:
+    # the names are part of the identity: the same bytes under other shard names (or in
+    # another order) are another input
+    h = hashlib.sha256()
+    for s, d in zip(shards, digests):
+        h.update(f"{s.as_posix()}\0{d}\n".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()
+
+
+def _load_shards(
+    label: str, shards: Sequence[Path], fields: tuple[str, ...], id_field: str | None
+) -> Batch:
+    """Every shard read as ``load`` reads one file, with one recipe for all of them (from
+    the union of their fields) and errors that name the shard and its line or record."""
+    tables = []
+    digests = []
+    for shard in shards:
+        table, digest = _read(shard, str(shard))
+        if table.frame.height == 0:
+            raise AuditorError(f"{shard}: no records (expected at least one)")
+        tables.append(table)
+        digests.append(digest)
+    columns: dict[str, None] = {}
+    for t in tables:
+        columns.update(dict.fromkeys(t.frame.columns))
+    recipe = recipe_for(tuple(columns), fields, label=label)
+    texts: list[str] = []
+    prompts: list[str] = []
+    responses: list[str] = []
+    given: list[str] = []
+    lines: list[int] = []
+    owner: list[int] = []
+    for k, (shard, table) in enumerate(zip(shards, tables)):
+        tx, pr, rs, ids = _extract(table, recipe, id_field, str(shard))
+        texts += tx
+        prompts += pr
+        responses += rs
+        given += ids or []
+        lines += table.lines
+        owner += [k] * len(tx)
+    hashes = tuple(content_hash(x) for x in texts)
+    if id_field is None:
+        ids_out = tuple(default_ids(hashes))
+    else:
+        whole = _Table(
+            pl.DataFrame(),
+            lines,
+            by_record=False,
+            shards=owner,
+            shard_labels=tuple(str(s) for s in shards),
+            shard_by_record=tuple(t.by_record for t in tables),
+        )
+        _check_unique(given, whole, id_field, label)
+        ids_out = tuple(given)
+    return Batch(
+        path=label,
+        sha256=_shards_digest(shards, digests),
+        ids=ids_out,
+        texts=tuple(texts),
+        hashes=hashes,
+        lines=tuple(lines),
+        text_fields=recipe.text_fields,
+        prompts=tuple(prompts) if recipe.paired else None,
+        responses=tuple(responses) if recipe.paired else None,
+        prompt_fields=recipe.prompt_fields,
+        response_fields=recipe.response_fields,
+    )
 
 
 def _read_datasets_folder(p: Path, label: str) -> _Table:

@@ -335,6 +335,9 @@ class Report:
     schema_version: int = SCHEMA_VERSION
     # one per rule, in the rules' order: ran, skipped or insufficient (see RuleOutcome)
     outcomes: tuple[RuleOutcome, ...] = ()
+    # what the embedding cache did for this run (auditor.cache.CacheStats.to_dict()):
+    # entries used, rejected, spot-checked and re-embedded; None when no cache was used
+    cache: Mapping[str, int] | None = None
     # (reference, current) the report was computed from, when the API has them: only
     # ``save(html=True)`` draws from them; never serialised
     snapshots: tuple[Snapshot, Snapshot] | None = field(default=None, compare=False, repr=False)
@@ -359,6 +362,7 @@ class Report:
             "rules": _jsonable(dict(self.rules)),
             "findings": [f.to_dict() for f in self.findings],
             "outcomes": [o.to_dict() for o in self.outcomes],
+            **({"cache": dict(self.cache)} if self.cache is not None else {}),
         }
 
     def to_pandas(self) -> Any:
@@ -467,6 +471,7 @@ class Report:
             rules=d.get("rules", {}),
             findings=tuple(Finding.from_dict(f) for f in d["findings"]),
             outcomes=tuple(RuleOutcome.from_dict(o) for o in d.get("outcomes", ())),
+            cache={str(k): int(v) for k, v in d["cache"].items()} if d.get("cache") is not None else None,
         )
 
 

@@ -1,0 +1,135 @@
+"""The Ray engine gives the local engine's findings, on a local Ray and on a simulated
+two-node cluster; it embeds only what the cache lacks and refuses a worker whose model
+differs from the driver's."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from auditor import planted
+from auditor.api import run_audit
+from auditor.cache import EmbeddingCache
+from auditor.types import AuditorError, Report
+from tests.fakes import FakeEncoder
+from tests.helpers import ROOT, alpaca_records
+
+ray = pytest.importorskip("ray")
+from ray.cluster_utils import Cluster  # noqa: E402
+
+# workers import tests.fakes (the pickled fake encoder) from this checkout
+_ENV = {"env_vars": {"PYTHONPATH": os.pathsep.join([str(ROOT), *[p for p in sys.path if p]])}}
+_QUIET = {"include_dashboard": False, "log_to_driver": False, "runtime_env": _ENV}
+
+
+@pytest.fixture(scope="module", params=["local", "two-node"])
+def cluster(request: pytest.FixtureRequest) -> Iterator[str]:
+    """One Ray per parameter for the whole module (start-up costs seconds)."""
+    if request.param == "local":
+        ray.init(num_cpus=2, **_QUIET)
+        yield "local"
+        ray.shutdown()
+        return
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    c.add_node(num_cpus=1)
+    c.wait_for_nodes()
+    ray.init(address=c.address, **_QUIET)
+    try:
+        assert len([n for n in ray.nodes() if n["Alive"]]) == 2
+        yield "two-node"
+    finally:
+        ray.shutdown()
+        c.shutdown()
+
+
+def _key(report: Report) -> list[tuple[str, str, tuple[str, ...]]]:
+    return sorted((f.check, f.severity, f.record_ids) for f in report.findings)
+
+
+def _pvalues(report: Report) -> dict[tuple[str, tuple[str, ...]], float | None]:
+    return {(f.check, f.record_ids): f.p_value for f in report.findings}
+
+
+def test_same_findings_as_local_engine(cluster: str, tmp_path: Path) -> None:
+    pool = planted.records_from_alpaca(alpaca_records()[:1600])
+    sc = planted.near_duplicates(pool, seed=3, n=600, groups=3, copies=12)
+    enc = FakeEncoder()
+    local = run_audit(sc.current, sc.reference, encoder=enc, cache_dir=tmp_path / "local", seed=1)
+    calls = enc.calls
+    distributed = run_audit(
+        sc.current, sc.reference, encoder=enc, cache_dir=tmp_path / "ray", seed=1, engine="ray"
+    )
+    # the driver's encoder only re-embedded the spot-check sample: the cluster did the rest
+    assert enc.calls - calls <= 2 * 16 * 3
+    assert local.report.findings, "the planted duplicates must give findings to compare"
+    assert _key(distributed.report) == _key(local.report)
+    lp, dp = _pvalues(local.report), _pvalues(distributed.report)
+    for k, p in lp.items():
+        q = dp[k]
+        assert (p is None and q is None) or abs(float(p) - float(q)) <= 1e-9  # type: ignore[arg-type]
+    assert distributed.report.exit_code == local.report.exit_code
+    np.testing.assert_array_equal(distributed.current.embeddings, local.current.embeddings)
+    planted_dups = [f for f in local.report.findings if set(f.record_ids) & sc.planted_ids]
+    assert planted_dups, "the planted near-duplicates are among the findings"
+
+
+def test_embed_file_is_resumable_and_matches_local(cluster: str, tmp_path: Path) -> None:
+    from auditor.engine.ray_engine import RayEngine
+    from auditor.io import load
+
+    src = ROOT / "sample_data" / "alpaca_sample.jsonl"
+    enc = FakeEncoder()
+    cache = EmbeddingCache(tmp_path / "c", key=b"k" * 32)
+    with RayEngine() as eng:
+        first = eng.embed_file(src, enc, cache, chunk=100)
+        again = eng.embed_file(src, enc, EmbeddingCache(tmp_path / "c", key=b"k" * 32), chunk=100)
+    batch = load(src)
+    assert first.n_records == len(batch) and first.n_unique == len(set(batch.hashes))
+    assert first.n_encoded == first.n_unique and first.n_cached == 0
+    assert again.n_encoded == 0 and again.n_cached == first.n_unique  # nothing re-embedded
+    got, found = EmbeddingCache(tmp_path / "c", key=b"k" * 32).get(enc.fingerprint, batch.hashes, enc.dim)
+    assert found.all()
+    np.testing.assert_allclose(got, FakeEncoder().encode(list(batch.texts)), atol=1e-6)
+
+
+class _OtherModel(FakeEncoder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fingerprint = "0" * 64
+
+
+def _other() -> FakeEncoder:
+    return _OtherModel()
+
+
+def test_worker_with_another_model_is_refused(cluster: str, tmp_path: Path) -> None:
+    from auditor.engine.ray_engine import RayEngine
+
+    enc = FakeEncoder()
+    with RayEngine() as eng, pytest.raises(AuditorError, match="expected the same model files on every node"):
+        eng.fill_cache(
+            ["a text", "another"],
+            ["1" * 64, "2" * 64],
+            enc,
+            EmbeddingCache(tmp_path, key=b"k" * 32),
+            factory=_other,
+        )
+    assert not EmbeddingCache(tmp_path, key=b"k" * 32).contains(enc.fingerprint, ["1" * 64]).any()
+
+
+def test_engine_options_are_checked_before_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from auditor import cli
+
+    cur = str(ROOT / "sample_data" / "alpaca_sample.jsonl")
+    for argv, msg in (
+        (["audit", cur, "-r", cur, "--out", str(tmp_path / "o"), "--engine", "spark"], "unknown engine"),
+        (["embed", cur, "--ray-address", "10.0.0.1:6379"], "only used with --engine ray"),
+    ):
+        with pytest.raises(SystemExit) as e:
+            cli.main(argv)
+        assert e.value.code == 2 and msg in capsys.readouterr().err
