@@ -185,6 +185,7 @@ PARAMS: Mapping[str, Mapping[str, Param]] = {
         "max_findings": _int(1, 100_000),
         "skip_cluster_explained": Param("bool"),
         "cluster_explained_share": _prob_open(),
+        "skip_template_words": Param("bool"),
     },
     "near_duplicates": {
         "cosine_threshold": _prob_open(),
