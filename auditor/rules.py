@@ -190,13 +190,11 @@ PARAMS: Mapping[str, Mapping[str, Param]] = {
     "near_duplicates": {
         "cosine_threshold": _prob_open(),
         "jaccard_threshold": _prob_open(),
-        "permutations": _int(99, 1_000_000),
         "min_attainable": Param("float", 0.0, 1.0, lo_open=True, hi_open=True),
         "report_alpha": _prob_open(),
         "response_cosine_threshold": _prob_open(),
         "response_jaccard_threshold": _prob_open(),
         "min_response_words": _int(1, 10_000),
-        "group_weight": Param("float", 0.0, 1.0, lo_open=True, hi_open=True),
     },
     "flipped_responses": {
         "prompt_threshold": _prob_open(),
