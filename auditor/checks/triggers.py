@@ -401,8 +401,8 @@ def trigger_phrases(
             Finding(
                 check=CHECK,
                 summary=(
-                    f"phrase '{text}' in {best.a} current vs {best.b} reference records "
-                    f"({expected:.1f} expected from the reference share, {best.ratio:.1f}x)"
+                    f"phrase '{text}' in {best.a} current records where the reference's share "
+                    f"({best.b} of {n_ref}) predicts {expected:.1f} ({best.ratio:.1f}x)"
                 ),
                 side="current",
                 record_ids=tuple(cur.ids[i] for i in best.rows),
