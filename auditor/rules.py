@@ -206,6 +206,12 @@ PARAMS: Mapping[str, Mapping[str, Param]] = {
         "member_p": _prob_open(),
         "report_alpha": _prob_open(),
     },
+    "descriptors": {
+        "alpha": _prob_open(),
+        "min_change": Param("float", 0.0, 100.0, lo_open=True),
+        "min_share_diff": _prob_open(),
+        "max_labels": _int(2, 1000),
+    },
     "off_support": {
         "alpha_flag": _prob_open(0.5),
         "min_group": _int(1, 1_000_000),

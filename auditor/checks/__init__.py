@@ -28,6 +28,7 @@ _FAMILIES: tuple[str, ...] = (
     "auditor.checks.duplicates",
     "auditor.checks.flips",
     "auditor.checks.support",
+    "auditor.checks.descriptors",
 )
 
 
