@@ -269,8 +269,12 @@ class Localisation:
 
 
 def localisation(findings: Sequence[Finding], scenario: Scenario, *, graded_only: bool = True) -> Localisation:
-    """Best precision/recall (by F1) over the findings on the planted side.
+    """Best precision/recall (by F1) over the findings on the planted side: each finding
+    alone, and all findings of one check together.
 
+    The union per check matters where an attack is several separate things: five records
+    amplified 15 times each are five near-duplicate groups, one finding each, and no
+    single one of them can recall more than a fifth of the planted records.
     With ``graded_only`` only findings the gate graded fail or warn count: a localisation
     the gate does not act on does not help a reviewer.
     """
@@ -278,14 +282,19 @@ def localisation(findings: Sequence[Finding], scenario: Scenario, *, graded_only
     planted = scenario.planted_ids
     if not planted:
         return best
+    candidates: list[tuple[str, set[str]]] = []
+    per_check: dict[str, set[str]] = {}
     for f in findings:
         if f.side != scenario.planted_side or not f.record_ids:
             continue
         if graded_only and f.severity == "info":
             continue
-        ids = set(f.record_ids)
+        candidates.append((f.check, set(f.record_ids)))
+        per_check.setdefault(f.check, set()).update(f.record_ids)
+    candidates.extend(per_check.items())
+    for check, ids in candidates:
         hit = len(ids & planted)
-        loc = Localisation(hit / len(ids), hit / len(planted), f.check, len(ids))
+        loc = Localisation(hit / len(ids), hit / len(planted), check, len(ids))
         if loc.f1 > best.f1:
             best = loc
     return best

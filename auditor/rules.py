@@ -199,17 +199,16 @@ PARAMS: Mapping[str, Mapping[str, Param]] = {
         "max_findings": _int(1, 100_000),
         "skip_cluster_explained": Param("bool"),
         "cluster_explained_share": _prob_open(),
+        "skip_template_words": Param("bool"),
     },
     "near_duplicates": {
         "cosine_threshold": _prob_open(),
         "jaccard_threshold": _prob_open(),
-        "permutations": _int(99, 1_000_000),
         "min_attainable": Param("float", 0.0, 1.0, lo_open=True, hi_open=True),
         "report_alpha": _prob_open(),
         "response_cosine_threshold": _prob_open(),
         "response_jaccard_threshold": _prob_open(),
         "min_response_words": _int(1, 10_000),
-        "group_weight": Param("float", 0.0, 1.0, lo_open=True, hi_open=True),
     },
     "flipped_responses": {
         "prompt_threshold": _prob_open(),
@@ -220,6 +219,12 @@ PARAMS: Mapping[str, Mapping[str, Param]] = {
         "min_group": _int(1, 1_000_000),
         "member_p": _prob_open(),
         "report_alpha": _prob_open(),
+    },
+    "descriptors": {
+        "alpha": _prob_open(),
+        "min_change": Param("float", 0.0, 100.0, lo_open=True),
+        "min_share_diff": _prob_open(),
+        "max_labels": _int(2, 1000),
     },
     "off_support": {
         "alpha_flag": _prob_open(0.5),

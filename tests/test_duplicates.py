@@ -114,11 +114,12 @@ def test_finds_padding_groups(padded) -> None:
     ids = [set(g.record_ids) for g in groups]
     assert sum(len(s) for s in ids) == len(set().union(*ids))
 
-    overall = [f for f in findings if f.details["scope"] == "overall"]
-    assert len(overall) == 1 and overall[0].p_value < GATE_ALPHA
-    assert overall[0].details["reference_duplicate_rate"] < 0.01
-    assert overall[0].statistic >= 70
-    json.dumps(overall[0].to_dict())
+    # the higher near-duplicate rate is evidence kept in the details, never a finding of
+    # its own (it used to be one, "scope: overall", which a topic boost also triggers)
+    assert {f.details["scope"] for f in findings} == {"group"}
+    assert groups[0].details["reference_duplicate_rate"] < 0.01
+    assert groups[0].details["current_duplicate_rate"] >= 70 / len(cur)
+    json.dumps(groups[0].to_dict())
 
 
 def test_duplicates_shared_with_reference_pass(alpaca, encoder) -> None:
@@ -294,7 +295,7 @@ def test_amplified_response_found(alpaca_views, views: bool) -> None:
     assert f.details["distinct_prompts_current"] == 10
     assert f.details["shared_response"].startswith("I cannot complete this request.")
     assert f.details["reference_response_duplicate_rate"] < 0.005
-    assert f.details["p_raw"] < f.p_value <= f.details["p_raw"] / 0.5
+    assert f.details["p_raw"] <= f.p_value <= f.details["p_raw"] * f.details["n_tests"]  # BH only, no weight
     assert len(f.details["example_prompts"]) == 3
     json.dumps(f.to_dict())
     # the same batches without responses: only whole records are compared, nothing found

@@ -178,7 +178,7 @@ def test_rules_attack_exits_2_fast_from_the_cli(tmp_path, attack):
         ("rules:\n  - check: mmd\n    params: {permutations: true}\n", "True should be an integer"),
         ("rules:\n  - check: clusters\n    params: {ks: []}\n", "should be a non-empty list"),
         ("rules:\n  - check: clusters\n    params: {hierarchy: 1}\n", "1 should be true or false"),
-        ("rules:\n  - check: near_duplicates\n    params: {group_weight: 1}\n", "(number in (0, 1))"),
+        ("rules:\n  - check: near_duplicates\n    params: {min_attainable: 1}\n", "(number in (0, 1))"),
         ("rules:\n  - check: off_support\n    params: {alpha_flag: .inf}\n", "inf is out of range"),
         ("rules:\n  - check: mmd\n    why: [1]\n", "rules[0].why: [1] should be text"),
         ("version: true\nrules:\n  - check: mmd\n", "unsupported version True"),

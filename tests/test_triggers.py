@@ -198,3 +198,49 @@ def test_min_records_is_where_a_small_p_becomes_possible() -> None:
         found = trigger_phrases(ref, cur, seed=0)
         assert [f.details["phrase"] for f in found] == ["zulu"]
         assert (found[0].p_value < 1e-3) is below, (m, found[0].p_value)
+
+
+def test_list_numbers_are_never_trigger_phrases() -> None:
+    """The bundled rounds (two models' answers to the same instructions): the newer model
+    numbers its lists far more often; '7' and '9' used to be reported as trigger phrases."""
+    from auditor.io import load
+    from tests.fakes import fake_snapshot
+
+    ref = fake_snapshot(load(data("davinci_self_instruct_predictions.jsonl")))
+    cur = fake_snapshot(load(data("text_davinci_003_predictions.jsonl")))
+    # the numbers are there and enriched: the filter, not their absence, keeps them out
+    from auditor.checks.triggers import _tokenize
+
+    _, doc, words = _tokenize(list(ref.texts) + list(cur.texts))
+    assert "7" in words and "9" in words
+    found = trigger_phrases(ref, cur, seed=0, skip_cluster_explained=False, min_ratio=1.5, alpha=0.5)
+    from auditor.terms import is_content_word
+
+    for f in found:
+        toks = f.details["phrase"].split()
+        assert is_content_word(toks[0]) and is_content_word(toks[-1]), f.summary
+    assert not any(is_content_word(w) for w in ("7", "9", "1st", "b", "iv", "the"))
+    assert is_content_word("python") and is_content_word("covid19")
+
+
+def test_template_text_is_not_part_of_a_phrase() -> None:
+    """Templated T0 records: news records labelled Business or Science boosted in current.
+    Read raw, the phrase spanning the template's question and the answer ('news article
+    business') is reported; with the template's fixed text removed it is not."""
+    from auditor.io import load
+    from tests.fakes import fake_snapshot
+
+    path = data("t0_templated_788.jsonl")
+    recs = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    snap = fake_snapshot(load(path))
+    perm = np.random.default_rng(0).permutation(len(recs))
+    cur_rows = list(perm[394:])
+    boosted = [i for i in cur_rows if recs[i]["completion"].lower().startswith(("business", "science and tech"))]
+    ref, cur = snap.subset(perm[:394]), snap.subset(cur_rows + boosted * 3)
+
+    def phrases(skip: bool) -> set[str]:
+        found = trigger_phrases(ref, cur, seed=0, skip_cluster_explained=False, skip_template_words=skip)
+        return {f.details["phrase"] for f in found}
+
+    assert "news article business" in phrases(False)
+    assert not any("article business" in p for p in phrases(True))

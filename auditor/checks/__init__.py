@@ -28,6 +28,7 @@ _FAMILIES: tuple[str, ...] = (
     "auditor.checks.duplicates",
     "auditor.checks.flips",
     "auditor.checks.support",
+    "auditor.checks.descriptors",
     "auditor.checks.novelty",
     "auditor.checks.validity",
     "auditor.checks.diversity",

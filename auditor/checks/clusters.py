@@ -33,7 +33,7 @@ from auditor.checks import register
 from auditor.enrichment import ClusterTest, cluster_tests, merge_overlapping
 from auditor.graph import components
 from auditor.stats import share_ratio
-from auditor.terms import Background, top_terms
+from auditor.terms import Background, strip_template, top_terms
 from auditor.textutil import excerpt
 from auditor.types import Finding, Side, Snapshot
 
@@ -152,8 +152,16 @@ def cluster_enrichment(
     n_tests = len(tests)
     ks = sorted({t.resolution for t in tests})
     union_texts = tuple(ref.texts) + tuple(cur.texts)
+    prompts = (
+        tuple(ref.batch.prompts) + tuple(cur.batch.prompts)
+        if ref.batch.prompts is not None and cur.batch.prompts is not None
+        else None
+    )
+    # labels name content, not the prompt templates the records were wrapped in: read
+    # from the records with their template's fixed text removed (label-blind)
+    label_texts = strip_template(union_texts, prompts)
     # overall term frequencies for labelling, from a label-blind sample of the union
-    background = Background.sample(union_texts, TERM_SAMPLE, np.random.default_rng(seed))
+    background = Background.sample(label_texts, TERM_SAMPLE, np.random.default_rng(seed))
     union_emb = np.concatenate([np.asarray(ref.embeddings), np.asarray(cur.embeddings)], axis=0)
 
     findings = []
@@ -167,7 +175,7 @@ def cluster_enrichment(
         a = int(np.count_nonzero(members >= n_ref))
         b = int(members.size - a)
         ratio = share_ratio(a, b, n_cur, n_ref)
-        terms = top_terms((union_texts[i] for i in members), background, t.resolution)
+        terms = top_terms((label_texts[i] for i in members), background, t.resolution)
         label = ", ".join(terms[:3]) or f"#{t.cluster}"
         kind = "cluster" if len(parts) == 1 else f"region of {len(parts)} clusters"
         centroid = index.normalize(union_emb[members].mean(axis=0, keepdims=True))[0]
@@ -182,7 +190,6 @@ def cluster_enrichment(
             "n_current_in_cluster": a,
             "n_reference_in_cluster": b,
             "expected_current_from_reference_share": round(expected, 2),
-            "expected_current_under_null": round((a + b) * n_cur / (n_ref + n_cur), 2),
             "share_current": a / n_cur,
             "share_reference": b / n_ref,
             "share_ratio": ratio,
@@ -208,9 +215,14 @@ def cluster_enrichment(
             ex_rows = rows[np.argsort(-sims, kind="stable")[:EXAMPLES]]
             record_ids = tuple(cur.ids[i] for i in rows)
             details["examples"] = [excerpt(cur.texts[i]) for i in ex_rows]
+            listed = (
+                "all listed"
+                if rows.size == a
+                else f"listed: {rows.size} of the {a}, the core whose neighbours are mostly current"
+            )
             summary = (
-                f"{kind} '{label}' over-selected: {a} current vs {expected:.0f} expected "
-                f"from the reference share ({ratio:.1f}x)"
+                f"{kind} '{label}' over-selected: {a} current records where the reference's "
+                f"share predicts {expected:.0f} ({ratio:.1f}x); {listed}"
             )
             side = "current"
         else:
@@ -241,8 +253,9 @@ def cluster_enrichment(
             details["nearest_current_similarity"] = [round(float(s), 4) for s in cover[order[:n_uncovered]]]
             details["neighbour_current_share"] = [round(float(s), 4) for s in local[order[:n_uncovered]]]
             summary = (
-                f"{kind} '{label}' under-selected: {a} current vs {expected:.0f} expected "
-                f"from the reference share ({ratio:.2f}x)"
+                f"{kind} '{label}' under-selected: {a} current records where the reference's "
+                f"share predicts {expected:.0f} ({ratio:.2f}x); listed: the {n_uncovered} of its "
+                f"{rows.size} reference records the current batch covers least"
             )
             side = "reference"
         findings.append(

@@ -13,11 +13,9 @@ Method:
    with probability 0.3% (far less for closer copies, and a group stays connected
    through its other pairs); since the graph never sees the labels, a miss can cost power
    but never calibration.
-2. Overall rate: the statistic is the number of current records with a near-duplicate
-   partner *inside the current batch*.  Its null distribution comes from re-splitting the
-   union at random into inputs of the original sizes (the graph does not change, only the
-   labels), so the reference's own duplicate rate is the baseline and the test is exact
-   for any dependence between duplicates; p = (k + 1) / (B + 1).
+2. The overall near-duplicate *rate* is not tested: a topic boost raises it without any
+   copy being amplified, and a reviewer reads "27.5% vs 22.4% have a near-duplicate" as
+   an attack.  Only groups are findings; both rates are kept in each finding's details.
 3. Per group: each connected component of the union graph holds S records, s of them
    current.  A label-blind partition makes s hypergeometric under the null, so a one-sided
    Fisher exact test asks whether the group is abnormally concentrated in the current batch
@@ -30,15 +28,9 @@ Method:
    view is absent) are linked in the same union graph, so one answer given to many
    different prompts (a backdoor's fixed target response) forms a group tested as in 3.
    Such a group is reported with ``scope="response_group"`` and the shared response.
-5. The two families (overall, groups) share the check's level by weighted Bonferroni:
-   a finding's ``p_value`` is its family's p (BH-adjusted for groups) divided by the
-   family's weight, capped at 1.  Weights are 1/2 each without responses; with responses
-   the groups get ``group_weight`` (3/4) because the best exact p of a group of s records
-   all in current is about share^s (2^-10 for 10 of 2,000 vs 2,000: 9.7e-4), so any
-   weight under 0.68 keeps a 0.5% backdoor below the default gate (0.01 / 7).  The
-   overall test then draws proportionally more permutations, so its smallest attainable
-   adjusted p stays 1/(0.5 (B + 1)).  The weights depend only on whether responses exist,
-   never on the labels, so the split stays valid.
+5. The group tests use the check's whole level (no split with a rate test), so a group
+   of s records all in current reaches about share^s: 2^-10 = 9.7e-4 for 10 of 2,000
+   vs 2,000, below the default gate (0.01 / 8) after BH over a handful of testable groups.
 """
 
 from __future__ import annotations
@@ -49,7 +41,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
-from scipy import sparse
 from scipy.stats import hypergeom
 
 from auditor import index
@@ -65,7 +56,7 @@ from auditor.minhash import (
     signatures,
     words,
 )
-from auditor.stats import benjamini_hochberg, permutation_p_value
+from auditor.stats import benjamini_hochberg
 from auditor.textutil import excerpt
 from auditor.types import Finding, Snapshot
 
@@ -127,49 +118,6 @@ def _within_partnered(lo: np.ndarray, hi: np.ndarray, is_cur: np.ndarray) -> np.
     out = np.zeros(is_cur.shape[0], dtype=bool)
     out[lo[both]] = True
     out[hi[both]] = True
-    return out
-
-
-def _permutation_null(
-    lo: np.ndarray, hi: np.ndarray, n_total: int, n_cur: int, *, permutations: int, seed: int
-) -> np.ndarray:
-    """Number of current records with a within-current partner, under random re-splits."""
-    nodes, inv = np.unique(np.concatenate([lo, hi]), return_inverse=True)
-    n_nodes = nodes.size
-    a, b = inv[: lo.size], inv[lo.size :]
-    # incidence matrix: counts within-current edges per node for many label draws at once
-    n_edges = a.size
-    inc = sparse.csr_matrix(
-        (np.ones(2 * n_edges), (np.concatenate([a, b]), np.tile(np.arange(n_edges), 2))),
-        shape=(n_nodes, n_edges),
-    )
-    rng = np.random.default_rng(seed)
-    # Labels of the involved nodes under a uniformly random split of all n_total records.
-    lab = np.empty((permutations, n_nodes), dtype=bool)
-    if 8 * n_nodes < n_total:
-        # few nodes: draw them one at a time from an urn of n_cur "current" and
-        # n_total - n_cur "reference" balls, all permutations at once (cost nodes x B)
-        left_cur = np.full(permutations, float(n_cur))
-        for t in range(n_nodes):
-            draw = rng.random(permutations) * (n_total - t) < left_cur
-            lab[:, t] = draw
-            left_cur -= draw
-    else:
-        # many nodes: a random key per record, the n_cur smallest are "current" (cost
-        # n_total x B); the involved nodes take the first n_nodes positions
-        step = max(1, 4_000_000 // n_total)
-        for start in range(0, permutations, step):
-            stop = min(permutations, start + step)
-            keys = rng.random((stop - start, n_total))
-            kth = np.partition(keys, n_cur - 1, axis=1)[:, n_cur - 1 : n_cur]
-            lab[start:stop] = keys[:, :n_nodes] <= kth
-    out = np.empty(permutations, dtype=np.int64)
-    chunk = max(1, min(permutations, 4_000_000 // max(1, n_edges + n_nodes)))
-    for start in range(0, permutations, chunk):
-        block = lab[start : start + chunk]
-        both = (block[:, a] & block[:, b]).astype(np.float64)
-        deg = (inc @ both.T).T
-        out[start : start + block.shape[0]] = (deg > 0).sum(axis=1)
     return out
 
 
@@ -241,10 +189,9 @@ def _distinct(texts: Sequence[str], threshold: float = PROMPT_SAME_WORDS) -> int
     return int(np.unique(components(lo, hi, len(word_sets))).size)
 
 
-# The permutation test alone never goes below 1/(0.5 (B + 1)) = 1e-3.  A group must hold
-# >= 10 records at equal sizes (min_attainable: 0.5^size <= 1e-3); at m = 9 a side, 9 current
-# and 1 reference record give hypergeometric p 2.1e-4 (4.1e-4 after the Bonferroni weight),
-# at m = 8 the best group gives 7e-3.  The response view is optional: without it the
+# A group must hold >= 10 records at equal sizes (min_attainable: 0.5^size <= 1e-3); at
+# m = 9 a side, 9 current and 1 reference record give hypergeometric p 2.1e-4, at m = 8 the
+# best group gives 7e-3.  The response view is optional: without it the
 # record near-duplicate test still runs (skipping it would let the data's shape switch it off).
 @register(CHECK, needs=("response",), optional=("response",), min_records=9)
 def near_duplicates(
@@ -254,13 +201,11 @@ def near_duplicates(
     seed: int,
     cosine_threshold: float = 0.92,
     jaccard_threshold: float = 0.5,
-    permutations: int = 1999,
     min_attainable: float = 0.001,
     report_alpha: float = 0.05,
     response_cosine_threshold: float = 0.95,
     response_jaccard_threshold: float = 0.5,
     min_response_words: int = 8,
-    group_weight: float = 0.75,
 ) -> list[Finding]:
     """Groups of near-duplicate records or responses more common in the current batch than in the reference.
 
@@ -270,19 +215,15 @@ def near_duplicates(
     near-duplicates (response-view cosine >= ``response_cosine_threshold``, Jaccard >=
     ``response_jaccard_threshold``) are linked too: one long answer given to many
     different prompts is how a backdoor's fixed target response looks.  Groups are
-    connected components of the label-blind union graph.  Tests (i) whether more current
-    records have a near-duplicate partner inside the current batch than random re-splits
-    of the union give (permutation), and (ii) per group whether its current share is too
-    high (hypergeometric, Benjamini-Hochberg).  The two families are combined by weighted
-    Bonferroni (``group_weight`` to the groups when responses are linked, else 1/2);
-    findings with p_value <= ``report_alpha`` are returned.
+    connected components of the label-blind union graph; each is tested for a too-high
+    current share (hypergeometric, Benjamini-Hochberg across groups).  A higher overall
+    near-duplicate rate alone is not a finding (a topic boost raises it without any copy
+    being amplified); groups with p_value <= ``report_alpha`` are returned.
     """
     n_ref, n_cur = len(ref), len(cur)
     n_total = n_ref + n_cur
     if n_ref == 0 or n_cur < 2:
         return []
-    if not 0.0 < group_weight < 1.0:
-        raise ValueError(f"group_weight must be in (0, 1), got {group_weight}")
     emb = np.concatenate([np.asarray(ref.embeddings), np.asarray(cur.embeddings)], axis=0)
     texts = tuple(ref.texts) + tuple(cur.texts)
     lo, hi, cos, jac = near_duplicate_edges(
@@ -296,15 +237,6 @@ def near_duplicates(
         min_words=min_response_words,
         seed=seed,
     )
-    # The split of the check's level between the families depends only on whether the
-    # inputs have responses (never on the labels), so the weighted Bonferroni is valid.
-    # With responses, the group family gets the larger share: a group of s records found
-    # only in current has an exact p of about share^s at best (2^-10 for 10 of 2,000 vs
-    # 2,000), and an equal split would leave such a backdoor below any gate.
-    w_group = group_weight if resp is not None else 0.5
-    w_overall = 1.0 - w_group
-    # keep the overall test's smallest attainable adjusted p where an equal split puts it
-    n_perm = max(permutations, math.ceil((permutations + 1) * 0.5 / w_overall) - 1)
     rlo, rhi = (resp[0], resp[1]) if resp is not None else (np.zeros(0, np.int64), np.zeros(0, np.int64))
     if lo.size == 0 and rlo.size == 0:
         return []
@@ -322,7 +254,6 @@ def near_duplicates(
         "jaccard_threshold": jaccard_threshold,
         "reference_duplicate_rate": round(ref_rate, 5),
         "current_duplicate_rate": round(cur_rate, 5),
-        "bonferroni_weights": {"overall": round(w_overall, 4), "groups": round(w_group, 4)},
     }
     if resp is not None:
         common["reference_response_duplicate_rate"] = round(
@@ -334,41 +265,7 @@ def near_duplicates(
         common["min_response_words"] = min_response_words
     findings: list[Finding] = []
 
-    # (i) overall: records with a within-current partner vs random re-splits
-    if observed > 0:
-        null = _permutation_null(lo, hi, n_total, n_cur, permutations=n_perm, seed=seed)
-        p_perm = permutation_p_value(float(observed), null.astype(float))
-        p_overall = min(1.0, p_perm / w_overall)
-        if p_overall <= report_alpha:
-            rows = np.flatnonzero(partnered_cur[n_ref:])
-            expected = float(null.mean())
-            findings.append(
-                Finding(
-                    check=CHECK,
-                    summary=(
-                        f"{observed} current records have a near-duplicate in the current batch "
-                        f"({cur_rate:.1%} vs {ref_rate:.1%} in the reference)"
-                    ),
-                    side="current",
-                    record_ids=tuple(cur.ids[i] for i in rows),
-                    statistic=float(observed),
-                    p_value=p_overall,
-                    effect_size=float(observed / max(expected, 1.0)),
-                    details={
-                        **common,
-                        "scope": "overall",
-                        "p_raw": p_perm,
-                        "expected_under_resplit": round(expected, 2),
-                        "permutations": n_perm,
-                        "method": "permutation test (random re-splits of the union, fixed "
-                        f"near-duplicate graph); weighted Bonferroni (weight {w_overall:g}) with "
-                        "the group family",
-                        "examples": [excerpt(cur.texts[i]) for i in rows[:EXAMPLES]],
-                    },
-                )
-            )
-
-    # (ii) groups: connected components of the union graph (record and long-response
+    # groups: connected components of the union graph (record and long-response
     # edges), current share hypergeometric
     comp = components(np.concatenate([lo, rlo]), np.concatenate([hi, rhi]), n_total)
     record_comp = components(lo, hi, n_total) if rlo.size else comp
@@ -388,7 +285,7 @@ def near_duplicates(
     if tests:
         q = benjamini_hochberg([t[3] for t in tests])
         for (members, s, size, p), qv in sorted(zip(tests, q), key=lambda t: (t[0][3], int(t[0][0][0]))):
-            p_adj = min(1.0, float(qv) / w_group)
+            p_adj = min(1.0, float(qv))
             if p_adj > report_alpha or s < 2:
                 continue
             rows = members[members >= n_ref] - n_ref
@@ -409,13 +306,12 @@ def near_duplicates(
                 "mean_pairwise_jaccard": round(mean_jac, 4),
                 "reference_ids": [ref.ids[i] for i in ref_rows[:20]],
                 "method": "one-sided hypergeometric (Fisher) per component of the "
-                "label-blind union graph; Benjamini-Hochberg; weighted Bonferroni "
-                f"(weight {w_group:g}) with the overall test",
+                "label-blind union graph; Benjamini-Hochberg across the groups",
                 "examples": [excerpt(cur.texts[i]) for i in rows[:EXAMPLES]],
             }
             summary = (
-                f"near-duplicate group of {s} current records "
-                f"({size - s} in the reference; {expected:.1f} current expected)"
+                f"{s} current records are near-copies of one another: the group has "
+                f"{size - s} reference records, so about {expected:.1f} current ones were expected"
             )
             # held together by one shared answer rather than by whole-record copies
             if resp is not None and np.unique(record_comp[members]).size > 1:
@@ -433,8 +329,9 @@ def near_duplicates(
                     example_prompts=[excerpt(t) for t in prompts[:EXAMPLES]],
                 )
                 summary = (
-                    f"{s} records give the same answer to {n_prompts} different prompts: "
-                    f"'{excerpt(shared, 80)}' ({size - s} in the reference; {expected:.1f} current expected)"
+                    f"{s} current records give the same answer to {n_prompts} different prompts: "
+                    f"'{excerpt(shared, 80)}' ({size - s} reference records do, so about "
+                    f"{expected:.1f} current ones were expected)"
                 )
             findings.append(
                 Finding(

@@ -7,8 +7,12 @@ Method:
    in reference and current together, all in numpy (sort/unique on integer n-gram codes).
 2. Decide which n-grams to test from label-blind information only, so the tests that remain
    keep their exact null distribution (independent filtering, Bourgon et al. 2010):
-   - n-grams that start or end with a stopword, or are a lone stopword, are dropped (their
-     inner phrase is tested instead);
+   - n-grams that start or end with a stopword or a number / list marker / single
+     character (:func:`auditor.terms.is_content_word`), or consist of one, are dropped
+     (their inner phrase is tested instead): list numbering is not a trigger;
+   - prompt templates' fixed text is removed first (:func:`auditor.terms.strip_template`:
+     lines recurring like a template's and words shared by >= 90% of a group of records
+     with the same first or last words), so no phrase is template text or spans it;
    - n-grams carried by exactly the same set of records are one test, not several;
    - Tarone's (1990, Biometrics 46:515) rule drops tests whose smallest achievable p-value
      (every carrier in current) could not pass ``screen_alpha / K`` among K retained tests:
@@ -48,7 +52,7 @@ from scipy import stats as _st
 from auditor.checks import register
 from auditor.enrichment import enriched_groups
 from auditor.stats import benjamini_hochberg, fisher_exact_greater, share_ratio
-from auditor.terms import STOPWORDS, phrase_words
+from auditor.terms import is_content_word, phrase_words, strip_template
 from auditor.types import Finding, Snapshot
 
 CHECK = "triggers"
@@ -87,11 +91,13 @@ def _tokenize(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
 
 def count_ngrams(texts: Sequence[str], max_n: int, min_count: int) -> NGramCounts:
     """Document frequency of every word n-gram (n <= ``max_n``) seen >= ``min_count`` times,
-    with phrases that start or end with a stopword left out as candidates."""
+    with phrases that start or end with a stopword or a number left out as candidates."""
     tokens, doc, words = _tokenize(texts)
     v = max(1, len(words))
     is_stop = np.zeros(v, dtype=bool)
-    stop_ids = [i for i, w in enumerate(words) if w in STOPWORDS]
+    # numbers, list markers and single characters are edge words like stopwords, so a
+    # phrase made only of them is never a candidate ("7", "step 7" is tested as "step")
+    stop_ids = [i for i, w in enumerate(words) if not is_content_word(w)]
     is_stop[stop_ids] = True
     n_docs = max(1, len(texts))
     min_count = max(1, int(min_count))
@@ -241,6 +247,7 @@ def trigger_phrases(
     max_findings: int = 50,
     skip_cluster_explained: bool = True,
     cluster_explained_share: float = 0.8,
+    skip_template_words: bool = True,
 ) -> list[Finding]:
     """Word n-grams (1-4) carried by many more current records than the reference explains.
 
@@ -252,13 +259,26 @@ def trigger_phrases(
     Phrases carried by nearly the same records (Jaccard >= ``merge_jaccard``) are reported
     once, as the longest; at most ``max_findings``.  Phrases whose carriers lie
     >= ``cluster_explained_share`` inside the over-selected clusters are left to the
-    clusters check when ``skip_cluster_explained``.
+    clusters check when ``skip_cluster_explained``.  Numbers, list markers and single
+    characters never make a phrase on their own; with ``skip_template_words``, phrases
+    that are mostly the fixed text of a prompt template (label-blind template groups of
+    the union) are not tested.
     """
     n_ref, n_cur = len(ref), len(cur)
     if n_ref == 0 or n_cur == 0:
         return []
     n_total = n_ref + n_cur
-    grams = count_ngrams(tuple(ref.texts) + tuple(cur.texts), max(1, int(max_n)), min_count)
+    union = tuple(ref.texts) + tuple(cur.texts)
+    prompts = (
+        tuple(ref.batch.prompts) + tuple(cur.batch.prompts)
+        if ref.batch.prompts is not None and cur.batch.prompts is not None
+        else None
+    )
+    # A prompt template's fixed text says which templates were picked, not what was
+    # planted, and phrases spanning it ("news article business") mix the two: phrases are
+    # read from the records with their template's text removed (label-blind groups).
+    words = strip_template(union, prompts, n_ref) if skip_template_words else union
+    grams = count_ngrams(words, max(1, int(max_n)), min_count)
     cands = _candidate_sets(grams, n_total, min_count, seed)
     if cands is None:
         return []
@@ -381,8 +401,8 @@ def trigger_phrases(
             Finding(
                 check=CHECK,
                 summary=(
-                    f"phrase '{text}' in {best.a} current vs {best.b} reference records "
-                    f"({expected:.1f} expected from the reference share, {best.ratio:.1f}x)"
+                    f"phrase '{text}' in {best.a} current records where the reference's share "
+                    f"({best.b} of {n_ref}) predicts {expected:.1f} ({best.ratio:.1f}x)"
                 ),
                 side="current",
                 record_ids=tuple(cur.ids[i] for i in best.rows),
