@@ -308,6 +308,16 @@ def _cache_dir(cache_dir: Path | None, no_cache: bool = False) -> Path | None:
     from auditor.cache import default_cache_dir
 
     return default_cache_dir()
+PolicyOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--policy",
+        metavar="POLICY",
+        help="The curation policy that explains removals: dedup:COS, lexical:JACCARD, "
+        "filter:min_chars=N (max_chars, min_response_chars, max_response_chars), filter:empty=response, "
+        "none, infer (default: inferred from the data). Repeat for several.",
+    ),
+]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Do not read or write the embedding cache.")]
 BatchSizeOpt = Annotated[
     int, typer.Option("--batch-size", min=1, help="Encoder batch size (16-64 is fastest on CPU).")
@@ -720,15 +730,7 @@ def diff_cmd(
     rules: RulesOpt = None,
     seed: SeedOpt = 0,
     permutations: PermutationsOpt = None,
-    policy: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--policy",
-            help="The curation policy that explains removals: dedup:COS, lexical:JACCARD, "
-            "filter:min_chars=N (max_chars, min_response_chars, max_response_chars), filter:empty=response, "
-            "none, infer (default: inferred from the data). Repeat for several.",
-        ),
-    ] = None,
+    policy: PolicyOpt = None,
     junit: JunitOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -768,15 +770,7 @@ def trend_cmd(
     ] = None,
     seed: SeedOpt = 0,
     permutations: PermutationsOpt = None,
-    policy: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--policy",
-            help="The curation policy that explains removals: dedup:COS, lexical:JACCARD, "
-            "filter:min_chars=N (max_chars, min_response_chars, max_response_chars), filter:empty=response, "
-            "none, infer (default: inferred from the data). Repeat for several.",
-        ),
-    ] = None,
+    policy: PolicyOpt = None,
     junit: JunitOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,

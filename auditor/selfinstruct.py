@@ -9,12 +9,13 @@ Report with the snapshots the renderers need.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from auditor.api import AuditRun, snapshot_of
-from auditor.cache import DEFAULT_CACHE_DIR
+from auditor.cache import DEFAULT_CACHE_DIR, EmbeddingCache
 from auditor.encoders import Encoder, load_encoder
 from auditor.rules import Rules, load_rules
 from auditor.tasks import TaskSnapshot, load_tasks
@@ -56,7 +57,9 @@ def run_selfinstruct(
     eval_batches = [load_tasks(p, _own_ids(p)) for p in evals]
     enc = encoder or load_encoder(model, device=device)
     views = sorted(ruleset.needs())
-    kw: dict[str, Any] = {"cache_dir": cache_dir, "batch_size": batch_size, "progress": progress}
+    # one cache for every input, so report.json's cache counts cover the whole run
+    cache = EmbeddingCache(cache_dir) if cache_dir is not None else None
+    kw: dict[str, Any] = {"cache_dir": None, "cache": cache, "batch_size": batch_size, "progress": progress}
     ref_snap = snapshot_of(ref_batch, enc, views=views, **kw)
     cur_plain = snapshot_of(cur_batch, enc, views=views, **kw)
     eval_snaps = tuple(snapshot_of(b, enc, views=views, **kw) for b in eval_batches)
@@ -72,7 +75,9 @@ def run_selfinstruct(
     inputs = {"reference": ref_batch.info(), "current": cur_batch.info()}
     for k, b in enumerate(eval_batches, 1):
         inputs[f"eval_{k}"] = b.info()
-    report = evaluate(ref_snap, cur_snap, ruleset, seed=seed, inputs=inputs, progress=progress)
+    report = evaluate(ref_snap, cur_snap, ruleset, seed=seed, device=device, inputs=inputs, progress=progress)
+    if cache is not None:
+        report = dataclasses.replace(report, cache=cache.stats.to_dict())
     return AuditRun(report=report, reference=ref_snap, current=cur_snap)
 
 
