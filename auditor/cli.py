@@ -799,7 +799,7 @@ def trend_cmd(
     )
 
 
-@app.command("selfinstruct")
+@app.command("selfinstruct", cls=_Command, short_help="Audit a Self-Instruct pool against its seeds and eval sets.")
 def selfinstruct_cmd(
     generated: Annotated[
         Path,
