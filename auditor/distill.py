@@ -62,15 +62,15 @@ def token_vectors(model: Any, tokenizer: Any, *, batch: int = 2048, torch: Any =
     cls_id = tokenizer.token_to_id("[CLS]")
     sep_id = tokenizer.token_to_id("[SEP]")
     if cls_id is None or sep_id is None:
-        raise AuditorError("distill: the tokenizer has no [CLS]/[SEP] tokens (expected a BERT WordPiece model)")
+        raise AuditorError(
+            "distill: the tokenizer has no [CLS]/[SEP] tokens (expected a BERT WordPiece model)"
+        )
     out = np.empty((vocab, 0), dtype=np.float64)
     parts = []
     with torch.inference_mode():
         for s in range(0, vocab, batch):
             ids = torch.arange(s, min(vocab, s + batch), dtype=torch.long)
-            inp = torch.stack(
-                [torch.full_like(ids, cls_id), ids, torch.full_like(ids, sep_id)], dim=1
-            )
+            inp = torch.stack([torch.full_like(ids, cls_id), ids, torch.full_like(ids, sep_id)], dim=1)
             hidden = model(input_ids=inp, attention_mask=torch.ones_like(inp)).last_hidden_state
             parts.append(hidden.float().mean(dim=1).double().numpy())
     out = np.concatenate(parts, axis=0) if parts else out
@@ -173,7 +173,9 @@ def distill(
             "dims": int(table.shape[1]),
             "sif_coefficient": sif,
         }
-        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        (tmp / "config.json").write_text(
+            json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )
         fp = model_fingerprint("model2vec", model_files(tmp), STATIC_MAX_TOKENS)
         if dest.exists():
             old = dest.with_name(dest.name + f".old-{os.getpid()}")
@@ -184,6 +186,10 @@ def distill(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return DistillResult(
-        str(dest), fp, int(table.shape[0]), int(table.shape[1]), time.perf_counter() - t0,
+        str(dest),
+        fp,
+        int(table.shape[0]),
+        int(table.shape[1]),
+        time.perf_counter() - t0,
         fp == DISTILLED_MODEL_SHA256,
     )

@@ -27,7 +27,9 @@ def test_sharded_keys_and_pairs_equal_the_whole() -> None:
     sig = signatures(values, starts, num_perm=40, seed=7)
     lo, hi = lsh_candidate_pairs(sig, bands=20, rows=2)
     assert lo.size > 20, "the planted near-duplicates must give candidate pairs"
-    keys = np.concatenate([shard_band_keys(texts[s : s + 97], bands=20, rows=2, seed=7) for s in range(0, len(texts), 97)])
+    keys = np.concatenate(
+        [shard_band_keys(texts[s : s + 97], bands=20, rows=2, seed=7) for s in range(0, len(texts), 97)]
+    )
     np.testing.assert_array_equal(keys, shard_band_keys(texts, bands=20, rows=2, seed=7))
     dlo, dhi, dval, dstart = lsh_from_keys(texts, keys)
     np.testing.assert_array_equal(dlo, lo)
@@ -46,7 +48,12 @@ def test_hook_is_off_on_the_local_engine_and_used_when_set() -> None:
 
     def sharded(ts, *, bands, rows, seed):  # type: ignore[no-untyped-def]
         calls.append(len(ts))
-        keys = np.concatenate([shard_band_keys(ts[s : s + 50], bands=bands, rows=rows, seed=seed) for s in range(0, len(ts), 50)])
+        keys = np.concatenate(
+            [
+                shard_band_keys(ts[s : s + 50], bands=bands, rows=rows, seed=seed)
+                for s in range(0, len(ts), 50)
+            ]
+        )
         return lsh_from_keys(ts, keys)
 
     token = _LSH.set(sharded)
