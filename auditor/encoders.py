@@ -654,8 +654,8 @@ def load_encoder(model: str | Path | None = None, *, device: str = "auto") -> En
         return distilled_encoder()
     if "/" not in name and not name.startswith((".", "~")):
         raise AuditorError(
-            f"--model {name!r}: not a known model name or a path (expected 'static', 'distilled', a directory path "
-            f"such as ./{name}, or no --model for the bundled all-MiniLM-L6-v2)"
+            f"--model {name!r}: not a known model name or a path (expected 'static', a directory path "
+            f"such as ./{name}, 'distilled', or no --model for the bundled all-MiniLM-L6-v2)"
         )
     path = Path(name).expanduser()
     if path.is_dir() and is_model2vec_dir(path):
