@@ -256,11 +256,14 @@ def run_audit(
         b = snap.batch
         log.info("%s: %s, %d records, embedded fields: %s", side, b.path, len(b), ", ".join(b.text_fields) or "-")
     log.info("model: %s (%s, %d dimensions)", cur_snap.model.name, cur_snap.model.sha256[:12], cur_snap.model.dim)
+    from auditor.engine import passes
     from auditor.gate import evaluate
 
     # the device reaches the GPU-capable checks explicitly, also when a caller passes its
     # own encoder (no module global carries it)
-    report = evaluate(ref_snap, cur_snap, ruleset, seed=seed, device=device, progress=progress)
+
+    with passes(engine, ray_address):  # --engine ray: the checks' heavy passes run on the cluster
+        report = evaluate(ref_snap, cur_snap, ruleset, seed=seed, device=device, progress=progress)
     report = dataclasses.replace(report, snapshots=(ref_snap, cur_snap), cache=cache_stats)
     if cache_stats is not None:
         log.info("embedding cache: %s", ", ".join(f"{k} {v}" for k, v in cache_stats.items()))

@@ -237,7 +237,8 @@ ModelOpt = Annotated[
     typer.Option(
         "--model",
         help="A local model directory written as a path (./m, /opt/m, ~/m): sentence-transformers or "
-        "model2vec format; or 'static' for the fast static model of auditor[fast]. Default: the bundled "
+        "model2vec format; 'static' for the fast 64-d static model of auditor[fast]; 'distilled' for the "
+        "256-d static model `auditor distill` builds from MiniLM. Default: the bundled "
         "all-MiniLM-L6-v2, every file sha256-verified, offline.",
     ),
 ]
@@ -492,6 +493,38 @@ def checks() -> None:
         if not spec.defaults:
             typer.echo("    no parameters")
         typer.echo("")
+
+
+@app.command("distill", cls=_Command, short_help="Build the fast static model distilled from MiniLM.")
+def distill_cmd(
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Write the model here instead (use it as --model PATH); default: the folder "
+            "--model distilled reads ($XDG_CACHE_HOME/auditor-models/minilm-distilled-256).",
+        ),
+    ] = None,
+) -> None:
+    """Distil a 256-d static model from the bundled all-MiniLM-L6-v2, offline (about 1-2
+    minutes on two cores), so that --model distilled embeds 100x+ faster than MiniLM on a CPU.
+
+    The result's fingerprint is checked against the pinned one; --model distilled refuses any
+    other.  Example:  auditor distill && auditor embed big.jsonl --model distilled
+    """
+    from auditor.distill import distill
+
+    if out is not None:
+        check_output_dir(out)
+    res = distill(out, progress=lambda msg: typer.echo(msg, err=True))
+    state = "matches the pinned fingerprint" if res.pinned else "differs from the pinned fingerprint"
+    typer.echo(f"{res.path}: {res.vocab} tokens x {res.dims} dims in {res.seconds:.0f} s; sha256 {res.fingerprint} ({state})")
+    if not res.pinned and out is None:
+        raise AuditorError(
+            f"{res.path}: the distilled model's fingerprint {res.fingerprint} differs from the pinned one, "
+            "so --model distilled will refuse it (this platform computes different low bits); use "
+            f"--model {res.path} to audit with it under its own fingerprint"
+        )
 
 
 @app.command("embed", cls=_Command, short_help="Embed a file into the cache in bounded memory.")

@@ -57,6 +57,11 @@ BUNDLED_FILES: dict[str, str] = {
 BUNDLED_MODEL_SHA256 = "1ccb5f98291494bc5972fd54dd7887517f11d95e4dc0815c4977e1139e04aece"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 STATIC_ALIASES = ("static", "tokenlearn-static-model")
+DISTILLED_ALIASES = ("distilled",)
+# Fingerprint of the static model `auditor distill` builds from the bundled MiniLM
+# (auditor/distill.py, 256 dims, SIF 1e-4) on the reference platform; `--model distilled`
+# loads only a folder with exactly this fingerprint, whatever else sits in the user cache.
+DISTILLED_MODEL_SHA256 = "2dbd1872d7896550daab2a715a1a439e93c90e5ecbe131ac9e6fe7ba16dd102b"
 # Files no loader reads (model cards, training-data lists, git metadata) and folders of
 # other runtimes' weights: left out of the fingerprint so it costs one read of the model.
 FINGERPRINT_SKIPS_FILES = frozenset({"README.md", ".gitattributes", "data_config.json", "LICENSE", "NOTICE"})
@@ -603,14 +608,39 @@ class StaticEncoder:
         return out
 
 
+def distilled_encoder(model_dir: Path | None = None) -> StaticEncoder:
+    """The static model distilled from the bundled MiniLM by ``auditor distill`` (default
+    folder: ``auditor.distill.default_distilled_dir()``), refused unless its fingerprint is
+    the pinned ``DISTILLED_MODEL_SHA256``: a model someone swapped into the user cache
+    would otherwise decide what the audit can see."""
+    from auditor.distill import default_distilled_dir
+
+    path = Path(model_dir) if model_dir is not None else default_distilled_dir()
+    if not is_model2vec_dir(path):
+        raise AuditorError(
+            f"--model distilled: {path} holds no distilled model (run `auditor distill` once; "
+            "it builds one offline from the bundled all-MiniLM-L6-v2 in about a minute)"
+        )
+    enc = StaticEncoder(path, name="minilm-distilled")
+    if enc.fingerprint != DISTILLED_MODEL_SHA256:
+        raise AuditorError(
+            f"{path}: fingerprint {enc.fingerprint} does not match the pinned distilled model "
+            f"{DISTILLED_MODEL_SHA256}; refusing a modified model (rerun `auditor distill`; a model "
+            "distilled on another platform can differ in the last bits: use it as --model PATH)"
+        )
+    return enc
+
+
 def load_encoder(model: str | Path | None = None, *, device: str = "auto") -> Encoder:
-    """The default encoder (bundled all-MiniLM-L6-v2), ``"static"``, or a model directory.
+    """The default encoder (bundled all-MiniLM-L6-v2), ``"static"``, ``"distilled"``, or a
+    model directory.
 
     ``"static"`` (or ``"tokenlearn-static-model"``) always names the model shipped by the
     ``tokenlearn-static-model`` package (``pip install 'auditor[fast]'``), never a folder
     of that name.  Anything else must look like a path (contain ``/`` or start with ``.``
     or ``~``), so a word is never silently read as a folder the data may have brought.  A
-    model2vec-format directory gives a ``StaticEncoder`` (CPU only).  An explicit
+    model2vec-format directory gives a ``StaticEncoder`` (CPU only).  ``"distilled"`` is
+    the pinned model ``auditor distill`` builds (``distilled_encoder``).  An explicit
     ``device`` is checked here, before any work; the checks get it passed explicitly.
     """
     if device != "auto":
@@ -620,10 +650,12 @@ def load_encoder(model: str | Path | None = None, *, device: str = "auto") -> En
     name = str(model)
     if name in STATIC_ALIASES:
         return StaticEncoder(static_model_dir(), name="tokenlearn-static-model")
+    if name in DISTILLED_ALIASES:
+        return distilled_encoder()
     if "/" not in name and not name.startswith((".", "~")):
         raise AuditorError(
             f"--model {name!r}: not a known model name or a path (expected 'static', a directory path "
-            f"such as ./{name}, or no --model for the bundled all-MiniLM-L6-v2)"
+            f"such as ./{name}, 'distilled', or no --model for the bundled all-MiniLM-L6-v2)"
         )
     path = Path(name).expanduser()
     if path.is_dir() and is_model2vec_dir(path):

@@ -120,13 +120,28 @@ def lsh_candidate_pairs(sig: np.ndarray, *, bands: int, rows: int) -> tuple[np.n
     order, so a bucket of thousands of identical texts costs linear, not quadratic, work
     and still ends up in one connected component.
     """
-    n = sig.shape[0]
-    found: list[np.ndarray] = []
+    return pairs_from_band_keys(band_keys(sig, bands=bands, rows=rows))
+
+
+def band_keys(sig: np.ndarray, *, bands: int, rows: int) -> np.ndarray:
+    """One 64-bit bucket key per (row, band), shape (n, bands): a row-wise function of the
+    signature, so shards of rows can compute theirs anywhere (``auditor.engine``)."""
+    keys = np.empty((sig.shape[0], bands), dtype=np.uint64)
     for band in range(bands):
         cols = sig[:, band * rows : (band + 1) * rows].astype(np.uint64)
         key = cols[:, 0].copy()
         for c in range(1, cols.shape[1]):
             key = (key * _MIX1) ^ cols[:, c]
+        keys[:, band] = key
+    return keys
+
+
+def pairs_from_band_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The candidate pairs of :func:`lsh_candidate_pairs` from precomputed band keys."""
+    n = keys.shape[0]
+    found: list[np.ndarray] = []
+    for band in range(keys.shape[1]):
+        key = keys[:, band]
         order = np.argsort(key, kind="stable")
         ks = key[order]
         for off in range(1, min(_BUCKET_SPAN, n - 1) + 1):

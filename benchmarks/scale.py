@@ -43,6 +43,25 @@ def make_shards(folder: Path, n: int, shards: int) -> None:
                 )
 
 
+def throughput(models: list[str], n: int = 5000, n_minilm: int = 400) -> dict[str, float]:
+    """CPU texts/s of each model on the first ``n`` Alpaca texts (MiniLM on ``n_minilm``:
+    it is ~100x slower), after one warm-up call that loads the model."""
+    from auditor.encoders import load_encoder
+
+    rows = json.loads((ROOT / "tests" / "fixtures" / "alpaca_5000.json").read_text(encoding="utf-8"))
+    texts = [f"{r['instruction']}\n{r.get('input', '')}\n{r['output']}" for r in rows][:n]
+    out = {}
+    for m in models:
+        enc = load_encoder(None if m == "minilm" else m, device="cpu")
+        part = texts[:n_minilm] if m == "minilm" else texts
+        enc.encode(part[:32])
+        t0 = time.perf_counter()
+        enc.encode(part)
+        out[m] = round(len(part) / (time.perf_counter() - t0), 1)
+        print(f"{m}: {out[m]:,.1f} texts/s ({len(part)} texts)", flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=200_000)
@@ -51,12 +70,20 @@ def main() -> None:
     ap.add_argument("--num-cpus", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("/tmp/auditor-scale"))
     ap.add_argument("--engines", default="local,ray")
+    ap.add_argument(
+        "--throughput",
+        default=None,
+        help="only measure CPU encode rates of these models (e.g. minilm,static,distilled)",
+    )
     args = ap.parse_args()
 
     from auditor.cache import EmbeddingCache
     from auditor.embed import embed_file
     from auditor.encoders import load_encoder
 
+    if args.throughput:
+        print(json.dumps(throughput(args.throughput.split(","))))
+        return
     data = args.out / f"shards-{args.records}"
     if not data.exists():
         make_shards(data, args.records, args.shards)

@@ -133,3 +133,26 @@ def test_engine_options_are_checked_before_work(tmp_path: Path, capsys: pytest.C
         with pytest.raises(SystemExit) as e:
             cli.main(argv)
         assert e.value.code == 2 and msg in capsys.readouterr().err
+
+
+def test_minhash_pass_on_ray_equals_local(cluster: str) -> None:
+    from auditor.checks.duplicates import near_duplicate_edges
+    from auditor.engine import _LSH
+    from auditor.engine.aggregate import RayPasses
+
+    pool = planted.records_from_alpaca(alpaca_records()[:900])
+    sc = planted.near_duplicates(pool, seed=4, n=300, groups=3, copies=10)
+    texts = [*sc.current.texts, *sc.reference.texts]
+    emb = FakeEncoder().encode(texts)
+    local = near_duplicate_edges(emb, texts, cosine_threshold=0.5, jaccard_threshold=0.5, seed=2)
+    with RayPasses(shard=128) as backend:  # several map tasks, spread over both nodes
+        token = _LSH.set(backend.lsh)
+        try:
+            remote = near_duplicate_edges(emb, texts, cosine_threshold=0.5, jaccard_threshold=0.5, seed=2)
+        finally:
+            _LSH.reset(token)
+    (call,) = backend.stats.calls
+    assert call["records"] == len(texts) and call["shards"] == -(-len(texts) // 128) > 1
+    assert local[0].size > 0, "the planted near-duplicates must give edges"
+    for a, b in zip(local, remote):
+        np.testing.assert_array_equal(a, b)

@@ -45,6 +45,7 @@ from scipy.stats import hypergeom
 
 from auditor import index
 from auditor.checks import register
+from auditor.engine import distributed_lsh
 from auditor.graph import components
 from auditor.minhash import (
     WORD_RE,
@@ -95,9 +96,15 @@ def near_duplicate_edges(
     empty = np.zeros(0, dtype=np.int64)
     if n < 2:
         return empty, empty, np.zeros(0), np.zeros(0)
-    values, starts = shingle_hashes(texts)
-    sig = signatures(values, starts, num_perm=_BANDS * _ROWS, seed=seed)
-    lo, hi = lsh_candidate_pairs(sig, bands=_BANDS, rows=_ROWS)
+    # --engine ray hook (auditor.engine): the MinHash pass over every text runs on the
+    # cluster and returns the same candidate pairs; None runs it here
+    remote = distributed_lsh(texts, bands=_BANDS, rows=_ROWS, seed=seed)
+    if remote is None:
+        values, starts = shingle_hashes(texts)
+        sig = signatures(values, starts, num_perm=_BANDS * _ROWS, seed=seed)
+        lo, hi = lsh_candidate_pairs(sig, bands=_BANDS, rows=_ROWS)
+    else:
+        lo, hi, values, starts = remote
     cos = np.full(lo.size, np.nan, dtype=np.float64)
     if emb is not None:
         step = 8192  # pairs per chunk: two (step, dim) gathers
