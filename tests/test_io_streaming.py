@@ -188,9 +188,10 @@ def test_input_info_says_how_records_were_read(tmp_path: Path) -> None:
         "text": ["instruction", "input", "output"],
         "prompt": ["instruction", "input"],
         "response": ["output"],
+        "unread": [],
     }
     plain = load(write(tmp_path / "t.jsonl", [{"text": "a", "output": "b"}])).info()
-    assert plain.to_dict()["fields"] == {"text": ["text"], "prompt": [], "response": []}
+    assert plain.to_dict()["fields"] == {"text": ["text"], "prompt": [], "response": [], "unread": []}
     assert InputInfo.from_dict(alpaca.to_dict()) == alpaca
     old = {"path": "x", "n_records": 1, "sha256": "0" * 64}  # a report from before the field
     assert InputInfo.from_dict(old).text_fields == ()
