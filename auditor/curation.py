@@ -253,10 +253,16 @@ class DiffResult:
 MIN_ADDED = 50
 
 
-def _policy_of(policy: Policy | Sequence[str] | None) -> Policy | None:
-    if policy is None or isinstance(policy, Policy):
+def _policy_of(policy: Policy | Sequence[str] | None, rules: Rules | None = None) -> Policy | None:
+    """The policy a step is judged under: the one passed (``--policy``) wins, then the
+    rules file's ``policy:``, else None (inferred from the data)."""
+    if isinstance(policy, Policy):
         return policy
-    return parse_policy(list(policy))
+    if policy is not None:
+        return parse_policy(list(policy))
+    if rules is not None and rules.policy:
+        return parse_policy(list(rules.policy), where=f"{rules.path}: policy", source=f"declared in {rules.path}")
+    return None
 
 
 def diff_report(
@@ -298,7 +304,7 @@ def diff_report(
     if n_permutations is None:
         n_permutations = permutations_for(full.fail_threshold)
     d = diff_records(a, b)
-    att = attribute(a, b, _policy_of(policy), d)
+    att = attribute(a, b, _policy_of(policy, rules), d)
     b_adj, take_b, restore_a = explained_restored(a, b, att)
     added_u = att.added_by("unexplained")
     findings: list[Finding] = []
@@ -489,6 +495,7 @@ def trend_report(
     n_permutations: int | None = None,
     policy: Policy | Sequence[str] | None = None,
     basis: np.ndarray | None = None,
+    rules: Rules | None = None,
 ) -> Report:
     """The Report for a chain of rounds, conditional on the curation policy (declared,
     or inferred per step when ``policy=None``).
@@ -499,8 +506,9 @@ def trend_report(
     ``trend_dedup_resolution`` pools every step's duplicate groups (the kept member
     redrawn within each group).  Graded by the gate with a Bonferroni split of
     ``alpha`` across the tests.  ``n_permutations=None``: see ``permutations_for``.
+    ``rules``: only its ``policy:`` is used (when ``policy`` is None).
     """
-    pol = _policy_of(policy)
+    pol = _policy_of(policy, rules)
     checks = TREND_CHECKS + TREND_POLICY_CHECKS
     rules = Rules(
         rules=tuple(
@@ -567,8 +575,11 @@ def trend(
     seed: int = 0,
     n_permutations: int | None = None,
     policy: Policy | Sequence[str] | None = None,
+    rules: str | Path | Rules | None = None,
 ) -> TrendResult:
-    """Slow drift along the chain root -> ... -> ``name`` (default: the newest round)."""
+    """Slow drift along the chain root -> ... -> ``name`` (default: the newest round).
+    ``rules``: a rules file whose ``policy:`` applies when ``policy`` is None."""
+    ruleset = None if rules is None else rules if isinstance(rules, Rules) else load_rules(rules)
     st = _open(store)
     if name is not None:
         validate_name(name)
@@ -578,5 +589,7 @@ def trend(
         raise AuditorError(f"{st.root}: trend needs a chain of at least 2 rounds; {last} has no parent")
     snaps = [st.load(m.name) for m in chain]
     names = tuple(m.name for m in chain)
-    report = trend_report(snaps, names, seed=seed, n_permutations=n_permutations, policy=policy, basis=st.basis())
+    report = trend_report(
+        snaps, names, seed=seed, n_permutations=n_permutations, policy=policy, basis=st.basis(), rules=ruleset
+    )
     return TrendResult(report=report, chain=names)

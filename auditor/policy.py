@@ -93,8 +93,9 @@ class Policy:
         }
 
 
-def parse_policy(specs: Sequence[str] | None) -> Policy | None:
-    """``--policy`` values -> a declared Policy; None (nothing declared) means infer.
+def parse_policy(specs: Sequence[str] | None, *, where: str = "--policy", source: str = "declared") -> Policy | None:
+    """``--policy`` values (or a rules file's ``policy:`` list) -> a declared Policy; None
+    (nothing declared) means infer.  ``where`` prefixes every error message.
 
     ``dedup:0.9`` (cosine), ``lexical:0.8`` (token Jaccard), ``filter:min_chars=20``,
     ``filter:max_chars=4000``, ``filter:min_response_chars=1``,
@@ -107,13 +108,21 @@ def parse_policy(specs: Sequence[str] | None) -> Policy | None:
     lexical: float | None = None
     filters: dict[str, int] = {}
     declared_none = False
+    seen: set[str] = set()
     expected = "expected dedup:COS, lexical:JACCARD, filter:KEY=N (KEY one of " + ", ".join(FILTER_KEYS) + "), filter:empty=response, none or infer"
+    if len(specs) > 1 and any(s.strip().lower() == "infer" for s in specs):
+        raise AuditorError(f"{where}: 'infer' cannot be combined with other policies")
     for raw in specs:
         spec = raw.strip()
         kind, _, value = spec.partition(":")
         kind = kind.strip().lower()
         if kind == "infer" and not value:
             return None
+        # a threshold or filter given twice is ambiguous (which one did the curator mean?)
+        slot = kind if kind != "filter" else "filter:" + value.partition("=")[0].strip()
+        if slot in seen:
+            raise AuditorError(f"{where}: {raw!r} repeats {slot!r} (give each policy once)")
+        seen.add(slot)
         if kind == "none" and not value:
             declared_none = True
             continue
@@ -121,9 +130,9 @@ def parse_policy(specs: Sequence[str] | None) -> Policy | None:
             try:
                 v = float(value)
             except ValueError:
-                raise AuditorError(f"--policy: {raw!r} has no number after '{kind}:' ({expected})") from None
+                raise AuditorError(f"{where}: {raw!r} has no number after '{kind}:' ({expected})") from None
             if not (0.0 < v <= 1.0) or math.isnan(v):
-                raise AuditorError(f"--policy: {raw!r} threshold must be in (0, 1] (got {v})")
+                raise AuditorError(f"{where}: {raw!r} threshold must be in (0, 1] (got {v})")
             if kind == "dedup":
                 dedup = v
             else:
@@ -136,19 +145,19 @@ def parse_policy(specs: Sequence[str] | None) -> Policy | None:
                 filters["min_response_chars"] = 1
                 continue
             if not eq or key not in FILTER_KEYS:
-                raise AuditorError(f"--policy: {raw!r} is not a known filter ({expected})")
+                raise AuditorError(f"{where}: {raw!r} is not a known filter ({expected})")
             try:
                 n = int(num)
             except ValueError:
-                raise AuditorError(f"--policy: {raw!r} needs an integer after '=' (got {num!r})") from None
+                raise AuditorError(f"{where}: {raw!r} needs an integer after '=' (got {num!r})") from None
             if n < 0:
-                raise AuditorError(f"--policy: {raw!r} must be at least 0 (got {n})")
+                raise AuditorError(f"{where}: {raw!r} must be at least 0 (got {n})")
             filters[key] = n
             continue
-        raise AuditorError(f"--policy: {raw!r} is not a policy ({expected})")
+        raise AuditorError(f"{where}: {raw!r} is not a policy ({expected})")
     if declared_none and (dedup is not None or lexical is not None or filters):
-        raise AuditorError("--policy: 'none' cannot be combined with other policies")
-    return Policy(dedup=dedup, lexical=lexical, filters=tuple(sorted(filters.items())), source="declared")
+        raise AuditorError(f"{where}: 'none' cannot be combined with other policies")
+    return Policy(dedup=dedup, lexical=lexical, filters=tuple(sorted(filters.items())), source=source)
 
 
 # --------------------------------------------------------------------------------------

@@ -2,11 +2,13 @@
 filters must pass ``diff`` and ``trend``; the same chains with a targeted removal hidden
 in them must fail, with findings that name the planted records.
 
-    python benchmarks/curation.py [--corpus alpaca,code_alpaca,t0] [--n 3000]
+    AUDITOR_CACHE_KEY=... python benchmarks/curation.py --cache-dir /work/cache \
+        [--corpus alpaca,code_alpaca,t0] [--n 2000] [--kinds honest,random,thin,resolve,slow]
 
-Embeddings: Alpaca from tests/fixtures/alpaca_minilm.npz (real all-MiniLM-L6-v2); Code
-Alpaca and the templated T0 sample from /tmp/h7_bench/*.npz or embedded with the bundled
-model (``AUDITOR_CACHE_KEY`` + ``--cache-dir`` reuse the shared cache).
+Each corpus: ``--n`` records drawn at random (seed 0) from ../shared/data (Alpaca 5,000,
+Code Alpaca 2,017, templated T0 14,848), read by ``auditor.io.load`` and embedded with
+the bundled all-MiniLM-L6-v2 through auditor's authenticated cache (``--cache-dir``;
+a second run embeds nothing).
 
 Chains (each step a round of the chain, root = the corpus sample):
 - ``honest``: greedy semantic dedup at cosine 0.95, 0.90, 0.85, 0.80 (random order, keep
@@ -24,7 +26,7 @@ Precision/recall: record_ids of fail-level findings vs the planted records.
 from __future__ import annotations
 
 import argparse
-import gzip
+import dataclasses
 import json
 import sys
 import time
@@ -35,43 +37,45 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from auditor.api import snapshot_of  # noqa: E402
 from auditor.curation import diff_report, trend_report  # noqa: E402
+from auditor.encoders import load_encoder  # noqa: E402
 from auditor.index import kmeans  # noqa: E402
+from auditor.io import load  # noqa: E402
 from auditor.rules import load_rules  # noqa: E402
 from auditor.store import default_basis_k  # noqa: E402
-from auditor.textutil import batch_from_texts  # noqa: E402
-from auditor.types import ModelInfo, Snapshot  # noqa: E402
+from auditor.types import Snapshot  # noqa: E402
 
 DATA = Path("/work/shared/data")
-EMB = Path("/tmp/h7_bench")
+CORPORA = {
+    "alpaca": DATA / "alpaca_5000.json",
+    "code_alpaca": DATA / "code_alpaca_2k.json",
+    "t0": DATA / "t0_templated_15k.jsonl.gz",
+}
 THRESHOLDS = (0.95, 0.90, 0.85, 0.80)
-MODEL = ModelInfo(name="all-MiniLM-L6-v2", sha256="b" * 64, dim=384)
 
 
-def corpus(name: str, n: int) -> Snapshot:
-    """The first ``n`` records of a shared corpus with their real embeddings."""
-    if name == "alpaca":
-        rows = json.loads((ROOT / "tests/fixtures/alpaca_5000.json").read_text())
-        with np.load(ROOT / "tests/fixtures/alpaca_minilm.npz") as z:
-            emb = z["embeddings"].astype(np.float32)
-        prompts = [(r["instruction"] + "\n" + r["input"]).strip() for r in rows]
-        responses = [r["output"] for r in rows]
-    elif name == "code_alpaca":
-        rows = json.loads((DATA / "code_alpaca_2k.json").read_text())
-        emb = np.load(EMB / "code_alpaca.npz")["embeddings"].astype(np.float32)
-        prompts = [(r["instruction"] + "\n" + r["input"]).strip() for r in rows]
-        responses = [r["output"] for r in rows]
-    else:
-        with gzip.open(DATA / "t0_templated_15k.jsonl.gz", "rt") as f:
-            rows = [json.loads(line) for _, line in zip(range(2000), f)]
-        emb = np.load(EMB / "t0.npz")["embeddings"].astype(np.float32)
-        prompts = [r["prompt"] for r in rows]
-        responses = [r["completion"] for r in rows]
-    n = min(n, len(rows), len(emb))
-    emb = emb[:n] / np.linalg.norm(emb[:n], axis=1, keepdims=True)
-    texts = [f"{p}\n{r}" for p, r in zip(prompts[:n], responses[:n], strict=True)]
-    batch = batch_from_texts(texts, ids=[f"{name}-{i}" for i in range(n)], prompts=prompts[:n], responses=responses[:n])
-    return Snapshot(batch=batch, embeddings=emb, model=MODEL)
+def corpus(name: str, n: int, cache_dir: Path | None) -> Snapshot:
+    """``n`` records drawn at random (seed 0) from a shared corpus, read by auditor's own
+    reader and embedded with the bundled all-MiniLM-L6-v2 through the authenticated
+    cache (``AUDITOR_CACHE_KEY``), so a second run embeds nothing."""
+    batch = load(CORPORA[name])
+    pick = np.sort(np.random.default_rng(0).choice(len(batch), min(n, len(batch)), replace=False))
+
+    def take(seq: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return None if seq is None else tuple(seq[i] for i in pick)
+
+    sub = dataclasses.replace(
+        batch,
+        # ids that say where a record came from: planted sets are compared by id
+        ids=tuple(f"{name}-{i}" for i in pick),
+        texts=take(batch.texts),
+        hashes=take(batch.hashes),
+        lines=tuple(batch.lines[i] for i in pick),
+        prompts=take(batch.prompts),
+        responses=take(batch.responses),
+    )
+    return snapshot_of(sub, load_encoder(None, device="cpu"), cache_dir=cache_dir)
 
 
 def neighbours(emb: np.ndarray, th: float) -> list[np.ndarray]:
@@ -145,13 +149,18 @@ def pr(findings: list, planted: set[str]) -> tuple[float, float]:  # type: ignor
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--corpus", default="alpaca,code_alpaca,t0")
-    ap.add_argument("--n", type=int, default=3000)
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--cache-dir", type=Path, default=None, help="embedding cache (needs AUDITOR_CACHE_KEY)")
+    ap.add_argument("--embed-only", action="store_true", help="embed the corpora into the cache and stop")
     ap.add_argument("--kinds", default="honest,random,thin,resolve,slow")
     args = ap.parse_args()
     rules = load_rules(None)
     out = []
     for name in args.corpus.split(","):
-        root = corpus(name, args.n)
+        root = corpus(name, args.n, args.cache_dir)
+        if args.embed_only:
+            print(f"{name}: {len(root)} records embedded", flush=True)
+            continue
         basis, _ = kmeans(root.embeddings, default_basis_k(len(root)), seed=0)
         _, topics = kmeans(root.embeddings, 12, seed=1)
         sizes = np.bincount(topics, minlength=12)

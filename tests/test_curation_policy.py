@@ -140,3 +140,53 @@ def test_seventeen_added_records_get_insufficient_data_not_trigger_phrases() -> 
     notes = [f for f in report.findings if f.check == "gate"]
     assert notes and all(f.severity == "info" and "insufficient data" in f.summary for f in notes)
     assert {o.status for o in report.outcomes if o.check in rule_checks} == {"insufficient"}
+
+
+def _rules_file(tmp_path, policy_yaml: str):  # type: ignore[no-untyped-def]
+    from auditor.rules import DEFAULT_RULES_PATH
+
+    p = tmp_path / "rules.yaml"
+    p.write_text(DEFAULT_RULES_PATH.read_text() + "\n" + policy_yaml + "\n")
+    return p
+
+
+def test_rules_file_declares_the_policy(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    rules = load_rules(_rules_file(tmp_path, "policy: [dedup:0.9, 'filter:min_chars=20']"))
+    assert rules.policy == ("dedup:0.9", "filter:min_chars=20")
+    assert rules.describe()["policy"] == ["dedup:0.9", "filter:min_chars=20"]
+    # a file without one reports as before (no key), and infers
+    assert load_rules(None).policy == () and "policy" not in load_rules(None).describe()
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "match"),
+    [
+        ("policy: dedup:0.9", "non-empty list"),
+        ("policy: []", "non-empty list"),
+        ("policy: [dedup:1.5]", r"policy\[0\]: 'dedup:1.5' threshold"),
+        ("policy: [dedup:0.9, 'filter:colour=3']", r"policy\[1\]: 'filter:colour=3' is not a known filter"),
+        ("policy: [dedup:0.9, dedup:0.8]", "repeats 'dedup'"),
+        ("policy: [none, dedup:0.8]", "'none' cannot be combined"),
+        ("policy: [infer, dedup:0.8]", "'infer' cannot be combined"),
+    ],
+)
+def test_rules_file_policy_is_strict(tmp_path, yaml_text: str, match: str) -> None:  # type: ignore[no-untyped-def]
+    path = _rules_file(tmp_path, yaml_text)
+    with pytest.raises(AuditorError, match=match) as err:
+        load_rules(path)
+    assert str(path) in str(err.value)
+
+
+def test_rules_policy_applies_and_the_command_line_wins(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    a = root()
+    lengths = np.array([len(t) for t in a.texts])
+    floor = int(np.quantile(lengths, 0.1))
+    b = a.subset([i for i in range(N) if lengths[i] >= floor])
+    # the rules file says nothing is explained: the filter step is unexplained removal
+    strict = load_rules(_rules_file(tmp_path, "policy: [none]"))
+    report, _ = diff_report(a, b, strict, seed=0, basis=basis())
+    rec = next(f for f in report.findings if f.check == "round_records")
+    assert fails(report) and rec.details["attribution"]["policy"]["source"].startswith("declared in ")
+    # the command line's declared filter overrides the file's policy
+    report, _ = diff_report(a, b, strict, seed=0, basis=basis(), policy=[f"filter:min_chars={floor}"])
+    assert fails(report) == []
