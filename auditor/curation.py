@@ -265,6 +265,32 @@ def _policy_of(policy: Policy | Sequence[str] | None, rules: Rules | None = None
     return None
 
 
+def diff_block(att: Any, graded: Sequence[Finding]) -> dict[str, Any]:
+    """What a renderer shows first for a round step, in reading order: the policy, the
+    counts (kept, removed by reason, added by reason), then the unexplained change (the
+    graded findings at warn or fail).  report.md and HTML show ``rows`` as a table and
+    ``unexplained`` as a list; the attribution table (``details["attribution"]``) goes
+    below, folded."""
+    c = att.counts
+    rows: list[list[Any]] = [["kept", int(c.get("kept", 0))], ["removed", int(c.get("removed", 0))]]
+    reasons = sorted(k for k in c if k.startswith("removed_") and k != "removed_unexplained" and c[k])
+    rows += [[f"removed: {k[len('removed_'):]}", int(c[k])] for k in reasons]
+    rows += [
+        ["removed: unexplained", int(c.get("removed_unexplained", 0))],
+        ["added", int(c.get("added", 0))],
+        ["added: edits of removed records", int(c.get("added_changed", 0))],
+        ["added: unexplained", int(c.get("added_unexplained", 0))],
+    ]
+    unexplained = [
+        {"check": f.check, "rule": f.rule, "severity": f.severity, "p_value": f.p_value, "summary": f.summary}
+        for f in graded
+        if f.severity in ("warn", "fail") and f.check != GATE_CHECK
+    ]
+    order = {"fail": 0, "warn": 1}
+    unexplained.sort(key=lambda u: (order[str(u["severity"])], u["p_value"] if u["p_value"] is not None else 1.0))
+    return {"policy": att.policy.describe(), "rows": rows, "unexplained": unexplained}
+
+
 def diff_report(
     a: Snapshot,
     b: Snapshot,
@@ -364,6 +390,7 @@ def diff_report(
         )
     c = att.counts
     by_reason = ", ".join(f"{k[len('removed_'):]} {v}" for k, v in sorted(c.items()) if k.startswith("removed_") and v)
+    block = diff_block(att, findings)
     findings.append(
         Finding(
             check="round_records",
@@ -380,6 +407,7 @@ def diff_report(
                 "unexplained_removed_ids": [a.ids[i] for i in att.removed_by("unexplained")],
                 "unexplained_added_ids": [b.ids[j] for j in added_u],
                 "attribution": att.to_dict(a, b),
+                "diff_block": block,
                 "added_examples": [clip_example(b.texts[j]) for j in added_u[:5]],
                 "removed_examples": [clip_example(a.texts[i]) for i in att.removed_by("unexplained")[:5]],
             },

@@ -76,6 +76,9 @@ def test_honest_dedup_step_passes_and_is_attributed() -> None:
     assert fails(report) == [], [(f.check, f.summary) for f in fails(report)]
     rec = next(f for f in report.findings if f.check == "round_records")
     assert "dedup at cosine" in rec.summary
+    block = rec.details["diff_block"]
+    assert dict(map(tuple, block["rows"]))["removed: duplicate"] == len(removed)
+    assert dict(map(tuple, block["rows"]))["removed: unexplained"] == 0 and block["unexplained"] == []
 
 
 def test_filter_step_passes_declared_and_inferred() -> None:
@@ -109,6 +112,10 @@ def test_dedup_hiding_a_topic_thinning_fails_naming_the_records() -> None:
     assert named, [(f.check, f.summary) for f in report.findings]
     assert len(named & planted_ids) / len(named) >= 0.5
     assert len(named & planted_ids) / len(planted_ids) >= 0.5
+    block = next(f for f in report.findings if f.check == "round_records").details["diff_block"]
+    assert dict(map(tuple, block["rows"]))["removed: unexplained"] == len(planted)
+    assert block["unexplained"] and block["unexplained"][0]["severity"] == "fail"
+    assert {u["check"] for u in block["unexplained"]} == {f.check for f in fails(report)}
 
 
 def test_duplicates_resolved_towards_the_shortest_answer_fail() -> None:
