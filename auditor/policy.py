@@ -43,7 +43,11 @@ if TYPE_CHECKING:
 # that record edited, not new content.
 CHANGED_COSINE = 0.85
 # Inference: a dedup is claimed only when at least this share of the removed records has
-# a kept neighbour above the closest kept pair (and at least MIN_EXPLAINED records).
+# a kept neighbour above the closest kept pair.  One such record is enough: a dedup at a
+# high threshold often removes a single record, and a removed record closer to a kept one
+# than any two kept records are is what a dedup leaves, whatever the count.  A length
+# filter needs MIN_EXPLAINED records beyond the kept range: the shortest record of a
+# round is removed at random with probability 1/n, so one would prove nothing.
 INFER_MIN_SHARE = 0.2
 MIN_EXPLAINED = 3
 # A kept pair closer than this is an exact/near-exact copy the step left alone: no dedup.
@@ -221,7 +225,7 @@ def infer_policy(a: Snapshot, b: Snapshot, d: RecordDiff | None = None) -> Polic
     Dedup: a greedy dedup at cosine t keeps no pair at >= t and drops records with a kept
     neighbour at >= t.  The inferred t sits just above the closest kept pairs (their
     ``INFER_QUANTILE``); it is claimed when at least ``INFER_MIN_SHARE`` of the removed
-    records have a kept neighbour at >= t.  Length filters: a bound is claimed when no
+    records (and at least one) have a kept neighbour at >= t.  Length filters: a bound is claimed when no
     kept record crosses it and at least ``MIN_EXPLAINED`` removed records do.
     """
     from auditor.rounds import diff_records
@@ -239,7 +243,7 @@ def infer_policy(a: Snapshot, b: Snapshot, d: RecordDiff | None = None) -> Polic
         over = int((rk > t_kept).sum())
         if t_kept >= INFER_MAX_THRESHOLD:
             notes.append(f"no dedup: kept records include pairs at cosine {t_kept:.3f}")
-        elif over >= max(MIN_EXPLAINED, INFER_MIN_SHARE * len(removed)):
+        elif over >= max(1.0, INFER_MIN_SHARE * len(removed)):
             dedup = float(np.nextafter(t_kept, 2.0))
             notes.append(
                 f"dedup inferred: {over} of {len(removed)} removed records have a kept neighbour above "

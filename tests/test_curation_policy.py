@@ -197,3 +197,17 @@ def test_rules_policy_applies_and_the_command_line_wins(tmp_path) -> None:  # ty
     # the command line's declared filter overrides the file's policy
     report, _ = diff_report(a, b, strict, seed=0, basis=basis(), policy=[f"filter:min_chars={floor}"])
     assert fails(report) == []
+
+
+def test_a_dedup_that_removes_one_record_is_explained() -> None:
+    # a dedup at a high threshold often removes a single record: the closest pair's
+    # duplicate, which no kept pair comes near, is a dedup however few it is
+    a = root()
+    sims = a.embeddings @ a.embeddings.T
+    np.fill_diagonal(sims, -1)
+    i = int(np.argmax(sims.max(axis=1)))
+    b = a.subset([k for k in range(N) if k != i])
+    att = attribute(a, b)
+    assert att.counts["removed_duplicate"] == 1 and att.policy.dedup is not None
+    report, _ = diff_report(a, b, load_rules(None), seed=0, basis=basis())
+    assert fails(report) == []
