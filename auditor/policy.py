@@ -588,7 +588,14 @@ def dedup_resolution(
         sd = float(np.std(x @ unit)) or 1.0
         effect = float(np.linalg.norm(ex_obs) / max(1, n_groups) / sd)
     order = np.argsort(-score, kind="stable")
-    pointed = [int(removed_rows[i]) for i in order if score[i] > 0][:max_ids]
+    pointed = [int(removed_rows[i]) for i in order if score[i] > 0]
+    # Pooled over a chain, the honest steps' groups hold as many removed-longer members
+    # as removed-shorter ones; name only the records of the steps whose own groups show
+    # the pattern (each step's test at 0.05: a pointer, the p-value stays the pooled one).
+    systematic = _systematic_steps(groups, seed=seed) if len(set(groups.step)) > 1 else None
+    if systematic:
+        pointed = [r for r in pointed if groups.step[r] in systematic]
+    pointed = pointed[:max_ids]
     return Finding(
         check=check,
         summary=(
@@ -611,9 +618,39 @@ def dedup_resolution(
             "mean_log_length_removed_minus_kept": float(el_obs / n_groups),
             "permutations": n_permutations,
             "steps": sorted(set(groups.step[r] for r in pointed)),
+            "steps_resolved_systematically": sorted(systematic) if systematic is not None else None,
             "examples": [clip_example(groups.texts[r]) for r in pointed[:5]],
         },
     )
+
+
+def _step_groups(groups: DupGroups, step: str) -> DupGroups:
+    """The groups of one step (rows of a group are contiguous and share its step)."""
+    rows = np.flatnonzero(np.asarray(groups.step) == step)
+    old_groups, member = np.unique(groups.member_of[rows], return_inverse=True)
+    pos = {int(r): k for k, r in enumerate(rows)}
+    return DupGroups(
+        x=groups.x[rows],
+        length=groups.length[rows],
+        member_of=member.astype(np.int64),
+        kept=np.asarray([pos[int(groups.kept[g])] for g in old_groups], dtype=np.int64),
+        ids=tuple(groups.ids[r] for r in rows),
+        texts=tuple(groups.texts[r] for r in rows),
+        step=tuple(groups.step[r] for r in rows),
+    )
+
+
+def _systematic_steps(groups: DupGroups, *, seed: int, level: float = 0.05) -> set[str]:
+    """The steps whose own duplicate groups reject uniform resolution at ``level``."""
+    out = set()
+    for step in sorted(set(groups.step)):
+        sub = _step_groups(groups, step)
+        if len(sub.kept) < 2:
+            continue
+        f = dedup_resolution(sub, seed=seed, n_permutations=999, max_ids=0)
+        if f.p_value is not None and f.p_value < level:
+            out.add(step)
+    return out
 
 
 def projection_of(emb: np.ndarray, dim: int = 32) -> np.ndarray:

@@ -211,3 +211,30 @@ def test_a_dedup_that_removes_one_record_is_explained() -> None:
     assert att.counts["removed_duplicate"] == 1 and att.policy.dedup is not None
     report, _ = diff_report(a, b, load_rules(None), seed=0, basis=basis())
     assert fails(report) == []
+
+
+def test_pooled_resolution_names_only_the_systematic_step() -> None:
+    from auditor.policy import DupGroups, dedup_resolution
+
+    rng = np.random.default_rng(0)
+    g, g1 = 40, 30  # 30 groups in step s1, 10 in s2, two members each
+    length = rng.normal(5.0, 1.0, 2 * g)
+    kept = []
+    for k in range(g):
+        lo, hi = (2 * k, 2 * k + 1) if length[2 * k] <= length[2 * k + 1] else (2 * k + 1, 2 * k)
+        # step s1 always keeps the shorter member, step s2 one at random
+        kept.append(lo if k < g1 else int(rng.choice([lo, hi])))
+    steps = tuple("s1" if r < 2 * g1 else "s2" for r in range(2 * g))
+    groups = DupGroups(
+        x=rng.normal(size=(2 * g, 4)),
+        length=length,
+        member_of=np.repeat(np.arange(g), 2),
+        kept=np.asarray(kept),
+        ids=tuple(f"r{r}" for r in range(2 * g)),
+        texts=tuple("" for _ in range(2 * g)),
+        step=steps,
+    )
+    f = dedup_resolution(groups, seed=0, n_permutations=999)
+    assert f.p_value is not None and f.p_value < 0.01
+    assert f.details["steps_resolved_systematically"] == ["s1"]
+    assert f.record_ids and all(int(i[1:]) < 2 * g1 for i in f.record_ids)
