@@ -253,10 +253,42 @@ class DiffResult:
 MIN_ADDED = 50
 
 
-def _policy_of(policy: Policy | Sequence[str] | None) -> Policy | None:
-    if policy is None or isinstance(policy, Policy):
+def _policy_of(policy: Policy | Sequence[str] | None, rules: Rules | None = None) -> Policy | None:
+    """The policy a step is judged under: the one passed (``--policy``) wins, then the
+    rules file's ``policy:``, else None (inferred from the data)."""
+    if isinstance(policy, Policy):
         return policy
-    return parse_policy(list(policy))
+    if policy is not None:
+        return parse_policy(list(policy))
+    if rules is not None and rules.policy:
+        return parse_policy(list(rules.policy), where=f"{rules.path}: policy", source=f"declared in {rules.path}")
+    return None
+
+
+def diff_block(att: Any, graded: Sequence[Finding]) -> dict[str, Any]:
+    """What a renderer shows first for a round step, in reading order: the policy, the
+    counts (kept, removed by reason, added by reason), then the unexplained change (the
+    graded findings at warn or fail).  report.md and HTML show ``rows`` as a table and
+    ``unexplained`` as a list; the attribution table (``details["attribution"]``) goes
+    below, folded."""
+    c = att.counts
+    rows: list[list[Any]] = [["kept", int(c.get("kept", 0))], ["removed", int(c.get("removed", 0))]]
+    reasons = sorted(k for k in c if k.startswith("removed_") and k != "removed_unexplained" and c[k])
+    rows += [[f"removed: {k[len('removed_'):]}", int(c[k])] for k in reasons]
+    rows += [
+        ["removed: unexplained", int(c.get("removed_unexplained", 0))],
+        ["added", int(c.get("added", 0))],
+        ["added: edits of removed records", int(c.get("added_changed", 0))],
+        ["added: unexplained", int(c.get("added_unexplained", 0))],
+    ]
+    unexplained = [
+        {"check": f.check, "rule": f.rule, "severity": f.severity, "p_value": f.p_value, "summary": f.summary}
+        for f in graded
+        if f.severity in ("warn", "fail") and f.check != GATE_CHECK
+    ]
+    order = {"fail": 0, "warn": 1}
+    unexplained.sort(key=lambda u: (order[str(u["severity"])], u["p_value"] if u["p_value"] is not None else 1.0))
+    return {"policy": att.policy.describe(), "rows": rows, "unexplained": unexplained}
 
 
 def diff_report(
@@ -298,7 +330,7 @@ def diff_report(
     if n_permutations is None:
         n_permutations = permutations_for(full.fail_threshold)
     d = diff_records(a, b)
-    att = attribute(a, b, _policy_of(policy), d)
+    att = attribute(a, b, _policy_of(policy, rules), d)
     b_adj, take_b, restore_a = explained_restored(a, b, att)
     added_u = att.added_by("unexplained")
     findings: list[Finding] = []
@@ -358,6 +390,7 @@ def diff_report(
         )
     c = att.counts
     by_reason = ", ".join(f"{k[len('removed_'):]} {v}" for k, v in sorted(c.items()) if k.startswith("removed_") and v)
+    block = diff_block(att, findings)
     findings.append(
         Finding(
             check="round_records",
@@ -374,6 +407,7 @@ def diff_report(
                 "unexplained_removed_ids": [a.ids[i] for i in att.removed_by("unexplained")],
                 "unexplained_added_ids": [b.ids[j] for j in added_u],
                 "attribution": att.to_dict(a, b),
+                "diff_block": block,
                 "added_examples": [clip_example(b.texts[j]) for j in added_u[:5]],
                 "removed_examples": [clip_example(a.texts[i]) for i in att.removed_by("unexplained")[:5]],
             },
@@ -489,6 +523,7 @@ def trend_report(
     n_permutations: int | None = None,
     policy: Policy | Sequence[str] | None = None,
     basis: np.ndarray | None = None,
+    rules: Rules | None = None,
 ) -> Report:
     """The Report for a chain of rounds, conditional on the curation policy (declared,
     or inferred per step when ``policy=None``).
@@ -499,8 +534,9 @@ def trend_report(
     ``trend_dedup_resolution`` pools every step's duplicate groups (the kept member
     redrawn within each group).  Graded by the gate with a Bonferroni split of
     ``alpha`` across the tests.  ``n_permutations=None``: see ``permutations_for``.
+    ``rules``: only its ``policy:`` is used (when ``policy`` is None).
     """
-    pol = _policy_of(policy)
+    pol = _policy_of(policy, rules)
     checks = TREND_CHECKS + TREND_POLICY_CHECKS
     rules = Rules(
         rules=tuple(
@@ -567,8 +603,11 @@ def trend(
     seed: int = 0,
     n_permutations: int | None = None,
     policy: Policy | Sequence[str] | None = None,
+    rules: str | Path | Rules | None = None,
 ) -> TrendResult:
-    """Slow drift along the chain root -> ... -> ``name`` (default: the newest round)."""
+    """Slow drift along the chain root -> ... -> ``name`` (default: the newest round).
+    ``rules``: a rules file whose ``policy:`` applies when ``policy`` is None."""
+    ruleset = None if rules is None else rules if isinstance(rules, Rules) else load_rules(rules)
     st = _open(store)
     if name is not None:
         validate_name(name)
@@ -578,5 +617,7 @@ def trend(
         raise AuditorError(f"{st.root}: trend needs a chain of at least 2 rounds; {last} has no parent")
     snaps = [st.load(m.name) for m in chain]
     names = tuple(m.name for m in chain)
-    report = trend_report(snaps, names, seed=seed, n_permutations=n_permutations, policy=policy, basis=st.basis())
+    report = trend_report(
+        snaps, names, seed=seed, n_permutations=n_permutations, policy=policy, basis=st.basis(), rules=ruleset
+    )
     return TrendResult(report=report, chain=names)

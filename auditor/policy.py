@@ -43,7 +43,11 @@ if TYPE_CHECKING:
 # that record edited, not new content.
 CHANGED_COSINE = 0.85
 # Inference: a dedup is claimed only when at least this share of the removed records has
-# a kept neighbour above the closest kept pair (and at least MIN_EXPLAINED records).
+# a kept neighbour above the closest kept pair.  One such record is enough: a dedup at a
+# high threshold often removes a single record, and a removed record closer to a kept one
+# than any two kept records are is what a dedup leaves, whatever the count.  A length
+# filter needs MIN_EXPLAINED records beyond the kept range: the shortest record of a
+# round is removed at random with probability 1/n, so one would prove nothing.
 INFER_MIN_SHARE = 0.2
 MIN_EXPLAINED = 3
 # A kept pair closer than this is an exact/near-exact copy the step left alone: no dedup.
@@ -93,8 +97,9 @@ class Policy:
         }
 
 
-def parse_policy(specs: Sequence[str] | None) -> Policy | None:
-    """``--policy`` values -> a declared Policy; None (nothing declared) means infer.
+def parse_policy(specs: Sequence[str] | None, *, where: str = "--policy", source: str = "declared") -> Policy | None:
+    """``--policy`` values (or a rules file's ``policy:`` list) -> a declared Policy; None
+    (nothing declared) means infer.  ``where`` prefixes every error message.
 
     ``dedup:0.9`` (cosine), ``lexical:0.8`` (token Jaccard), ``filter:min_chars=20``,
     ``filter:max_chars=4000``, ``filter:min_response_chars=1``,
@@ -107,13 +112,21 @@ def parse_policy(specs: Sequence[str] | None) -> Policy | None:
     lexical: float | None = None
     filters: dict[str, int] = {}
     declared_none = False
+    seen: set[str] = set()
     expected = "expected dedup:COS, lexical:JACCARD, filter:KEY=N (KEY one of " + ", ".join(FILTER_KEYS) + "), filter:empty=response, none or infer"
+    if len(specs) > 1 and any(s.strip().lower() == "infer" for s in specs):
+        raise AuditorError(f"{where}: 'infer' cannot be combined with other policies")
     for raw in specs:
         spec = raw.strip()
         kind, _, value = spec.partition(":")
         kind = kind.strip().lower()
         if kind == "infer" and not value:
             return None
+        # a threshold or filter given twice is ambiguous (which one did the curator mean?)
+        slot = kind if kind != "filter" else "filter:" + value.partition("=")[0].strip()
+        if slot in seen:
+            raise AuditorError(f"{where}: {raw!r} repeats {slot!r} (give each policy once)")
+        seen.add(slot)
         if kind == "none" and not value:
             declared_none = True
             continue
@@ -121,9 +134,9 @@ def parse_policy(specs: Sequence[str] | None) -> Policy | None:
             try:
                 v = float(value)
             except ValueError:
-                raise AuditorError(f"--policy: {raw!r} has no number after '{kind}:' ({expected})") from None
+                raise AuditorError(f"{where}: {raw!r} has no number after '{kind}:' ({expected})") from None
             if not (0.0 < v <= 1.0) or math.isnan(v):
-                raise AuditorError(f"--policy: {raw!r} threshold must be in (0, 1] (got {v})")
+                raise AuditorError(f"{where}: {raw!r} threshold must be in (0, 1] (got {v})")
             if kind == "dedup":
                 dedup = v
             else:
@@ -136,19 +149,19 @@ def parse_policy(specs: Sequence[str] | None) -> Policy | None:
                 filters["min_response_chars"] = 1
                 continue
             if not eq or key not in FILTER_KEYS:
-                raise AuditorError(f"--policy: {raw!r} is not a known filter ({expected})")
+                raise AuditorError(f"{where}: {raw!r} is not a known filter ({expected})")
             try:
                 n = int(num)
             except ValueError:
-                raise AuditorError(f"--policy: {raw!r} needs an integer after '=' (got {num!r})") from None
+                raise AuditorError(f"{where}: {raw!r} needs an integer after '=' (got {num!r})") from None
             if n < 0:
-                raise AuditorError(f"--policy: {raw!r} must be at least 0 (got {n})")
+                raise AuditorError(f"{where}: {raw!r} must be at least 0 (got {n})")
             filters[key] = n
             continue
-        raise AuditorError(f"--policy: {raw!r} is not a policy ({expected})")
+        raise AuditorError(f"{where}: {raw!r} is not a policy ({expected})")
     if declared_none and (dedup is not None or lexical is not None or filters):
-        raise AuditorError("--policy: 'none' cannot be combined with other policies")
-    return Policy(dedup=dedup, lexical=lexical, filters=tuple(sorted(filters.items())), source="declared")
+        raise AuditorError(f"{where}: 'none' cannot be combined with other policies")
+    return Policy(dedup=dedup, lexical=lexical, filters=tuple(sorted(filters.items())), source=source)
 
 
 # --------------------------------------------------------------------------------------
@@ -212,7 +225,7 @@ def infer_policy(a: Snapshot, b: Snapshot, d: RecordDiff | None = None) -> Polic
     Dedup: a greedy dedup at cosine t keeps no pair at >= t and drops records with a kept
     neighbour at >= t.  The inferred t sits just above the closest kept pairs (their
     ``INFER_QUANTILE``); it is claimed when at least ``INFER_MIN_SHARE`` of the removed
-    records have a kept neighbour at >= t.  Length filters: a bound is claimed when no
+    records (and at least one) have a kept neighbour at >= t.  Length filters: a bound is claimed when no
     kept record crosses it and at least ``MIN_EXPLAINED`` removed records do.
     """
     from auditor.rounds import diff_records
@@ -230,7 +243,7 @@ def infer_policy(a: Snapshot, b: Snapshot, d: RecordDiff | None = None) -> Polic
         over = int((rk > t_kept).sum())
         if t_kept >= INFER_MAX_THRESHOLD:
             notes.append(f"no dedup: kept records include pairs at cosine {t_kept:.3f}")
-        elif over >= max(MIN_EXPLAINED, INFER_MIN_SHARE * len(removed)):
+        elif over >= max(1.0, INFER_MIN_SHARE * len(removed)):
             dedup = float(np.nextafter(t_kept, 2.0))
             notes.append(
                 f"dedup inferred: {over} of {len(removed)} removed records have a kept neighbour above "
@@ -575,7 +588,14 @@ def dedup_resolution(
         sd = float(np.std(x @ unit)) or 1.0
         effect = float(np.linalg.norm(ex_obs) / max(1, n_groups) / sd)
     order = np.argsort(-score, kind="stable")
-    pointed = [int(removed_rows[i]) for i in order if score[i] > 0][:max_ids]
+    pointed = [int(removed_rows[i]) for i in order if score[i] > 0]
+    # Pooled over a chain, the honest steps' groups hold as many removed-longer members
+    # as removed-shorter ones; name only the records of the steps whose own groups show
+    # the pattern (each step's test at 0.05: a pointer, the p-value stays the pooled one).
+    systematic = _systematic_steps(groups, seed=seed) if len(set(groups.step)) > 1 else None
+    if systematic:
+        pointed = [r for r in pointed if groups.step[r] in systematic]
+    pointed = pointed[:max_ids]
     return Finding(
         check=check,
         summary=(
@@ -598,9 +618,39 @@ def dedup_resolution(
             "mean_log_length_removed_minus_kept": float(el_obs / n_groups),
             "permutations": n_permutations,
             "steps": sorted(set(groups.step[r] for r in pointed)),
+            "steps_resolved_systematically": sorted(systematic) if systematic is not None else None,
             "examples": [clip_example(groups.texts[r]) for r in pointed[:5]],
         },
     )
+
+
+def _step_groups(groups: DupGroups, step: str) -> DupGroups:
+    """The groups of one step (rows of a group are contiguous and share its step)."""
+    rows = np.flatnonzero(np.asarray(groups.step) == step)
+    old_groups, member = np.unique(groups.member_of[rows], return_inverse=True)
+    pos = {int(r): k for k, r in enumerate(rows)}
+    return DupGroups(
+        x=groups.x[rows],
+        length=groups.length[rows],
+        member_of=member.astype(np.int64),
+        kept=np.asarray([pos[int(groups.kept[g])] for g in old_groups], dtype=np.int64),
+        ids=tuple(groups.ids[r] for r in rows),
+        texts=tuple(groups.texts[r] for r in rows),
+        step=tuple(groups.step[r] for r in rows),
+    )
+
+
+def _systematic_steps(groups: DupGroups, *, seed: int, level: float = 0.05) -> set[str]:
+    """The steps whose own duplicate groups reject uniform resolution at ``level``."""
+    out = set()
+    for step in sorted(set(groups.step)):
+        sub = _step_groups(groups, step)
+        if len(sub.kept) < 2:
+            continue
+        f = dedup_resolution(sub, seed=seed, n_permutations=999, max_ids=0)
+        if f.p_value is not None and f.p_value < level:
+            out.add(step)
+    return out
 
 
 def projection_of(emb: np.ndarray, dim: int = 32) -> np.ndarray:

@@ -51,7 +51,7 @@ VALIDITY_REASONS: tuple[str, ...] = (
     "empty_output", "output_equals_input", "ends_with_colon", "conflicting_outputs",
 )
 
-_TOP_KEYS = {"version", "alpha", "warn_alpha", "rules"}
+_TOP_KEYS = {"version", "alpha", "warn_alpha", "rules", "policy"}
 _RULE_KEYS = {"name", "check", "severity", "why", "params", "min_effect", "enabled"}
 
 Kind = Literal["int", "float", "bool", "ints", "choice", "strs"]
@@ -290,6 +290,8 @@ class Rules:
     sha256: str | None = None
     # rules the file declares with `enabled: false`: listed in the report, never run
     disabled: tuple[Rule, ...] = ()
+    # the curation policy (auditor/policy.py syntax, e.g. "dedup:0.9"); empty = infer
+    policy: tuple[str, ...] = ()
 
     @property
     def n_fail_rules(self) -> int:
@@ -340,6 +342,8 @@ class Rules:
                 f"finding when p < alpha/{self.n_fail_rules} (Bonferroni across the rules that can "
                 "fail), so the whole gate's false-fail rate under no change is at most alpha"
             ),
+            # only when declared, so reports of rules files without one stay as they were
+            **({"policy": list(self.policy)} if self.policy else {}),
         }
 
 
@@ -398,7 +402,22 @@ def parse_rules(data: Any, path: str, *, sha256: str | None = None) -> Rules:
         path=path,
         sha256=sha256,
         disabled=tuple(r for r in declared if not r.enabled),
+        policy=_parse_policy_key(path, data["policy"]) if "policy" in data else (),
     )
+
+
+# --- curation policy (issue 15; auditor/policy.py owns the syntax) --------------------
+def _parse_policy_key(path: str, raw: Any) -> tuple[str, ...]:
+    """``policy:`` -> its specs, each checked by ``auditor.policy.parse_policy`` (imported
+    only when a file declares one, so a bad rules file is still reported without numpy)."""
+    if not isinstance(raw, list) or not raw or not all(isinstance(x, str) and x.strip() for x in raw):
+        raise _err(path, "policy", "expected a non-empty list of policy strings (e.g. [dedup:0.9, filter:min_chars=20])")
+    from auditor.policy import parse_policy
+
+    for i, spec in enumerate(raw):
+        parse_policy([spec], where=f"{path}: policy[{i}]")
+    parse_policy(list(raw), where=f"{path}: policy")
+    return tuple(s.strip() for s in raw)
 
 
 def _parse_rule(raw: Any, where: str, path: str, names: set[str]) -> Rule:

@@ -2,19 +2,21 @@
 filters must pass ``diff`` and ``trend``; the same chains with a targeted removal hidden
 in them must fail, with findings that name the planted records.
 
-    python benchmarks/curation.py [--corpus alpaca,code_alpaca,t0] [--n 3000]
+    AUDITOR_CACHE_KEY=... python benchmarks/curation.py --cache-dir /work/cache \
+        [--corpus alpaca,code_alpaca,t0] [--n 2000] [--kinds honest,random,thin,resolve,slow]
 
-Embeddings: Alpaca from tests/fixtures/alpaca_minilm.npz (real all-MiniLM-L6-v2); Code
-Alpaca and the templated T0 sample from /tmp/h7_bench/*.npz or embedded with the bundled
-model (``AUDITOR_CACHE_KEY`` + ``--cache-dir`` reuse the shared cache).
+Each corpus: ``--n`` records drawn at random (seed 0) from ../shared/data (Alpaca 5,000,
+Code Alpaca 2,017, templated T0 14,848), read by ``auditor.io.load`` and embedded with
+the bundled all-MiniLM-L6-v2 through auditor's authenticated cache (``--cache-dir``;
+a second run embeds nothing).
 
 Chains (each step a round of the chain, root = the corpus sample):
 - ``honest``: greedy semantic dedup at cosine 0.95, 0.90, 0.85, 0.80 (random order, keep
   the first), then a length filter (drop texts under the 5th percentile of length);
 - ``random``: each step drops 8% of the records at random (a random refinement);
 - ``thin``: ``honest``, and step 2 also drops 45% of one topic's non-duplicates;
-- ``resolve``: ``honest``, but step 3 resolves every duplicate group towards the
-  shortest response (planted: the records that step dropped as duplicates);
+- ``resolve``: ``honest``, but step 4 (dedup at 0.80) resolves every duplicate group
+  towards the shortest response (planted: the records that step dropped as duplicates);
 - ``slow``: ``honest``, and every step also drops 12% of one topic's remaining
   non-duplicates (a topic's share cut in five small steps; judged by ``trend``).
 A topic is a cluster of an independent k-means (k=12, seed 1), not the store's basis.
@@ -24,10 +26,11 @@ Precision/recall: record_ids of fail-level findings vs the planted records.
 from __future__ import annotations
 
 import argparse
-import gzip
+import dataclasses
 import json
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -35,43 +38,47 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from auditor.api import snapshot_of  # noqa: E402
 from auditor.curation import diff_report, trend_report  # noqa: E402
+from auditor.encoders import load_encoder  # noqa: E402
 from auditor.index import kmeans  # noqa: E402
+from auditor.io import load  # noqa: E402
 from auditor.rules import load_rules  # noqa: E402
 from auditor.store import default_basis_k  # noqa: E402
-from auditor.textutil import batch_from_texts  # noqa: E402
-from auditor.types import ModelInfo, Snapshot  # noqa: E402
+from auditor.types import Snapshot  # noqa: E402
 
 DATA = Path("/work/shared/data")
-EMB = Path("/tmp/h7_bench")
+CORPORA = {
+    "alpaca": DATA / "alpaca_5000.json",
+    "code_alpaca": DATA / "code_alpaca_2k.json",
+    "t0": DATA / "t0_templated_15k.jsonl.gz",
+}
 THRESHOLDS = (0.95, 0.90, 0.85, 0.80)
-MODEL = ModelInfo(name="all-MiniLM-L6-v2", sha256="b" * 64, dim=384)
+# the ``resolve`` chain hides its systematic resolution in the largest dedup step (0.80)
+RESOLVE_STEP = 3
 
 
-def corpus(name: str, n: int) -> Snapshot:
-    """The first ``n`` records of a shared corpus with their real embeddings."""
-    if name == "alpaca":
-        rows = json.loads((ROOT / "tests/fixtures/alpaca_5000.json").read_text())
-        with np.load(ROOT / "tests/fixtures/alpaca_minilm.npz") as z:
-            emb = z["embeddings"].astype(np.float32)
-        prompts = [(r["instruction"] + "\n" + r["input"]).strip() for r in rows]
-        responses = [r["output"] for r in rows]
-    elif name == "code_alpaca":
-        rows = json.loads((DATA / "code_alpaca_2k.json").read_text())
-        emb = np.load(EMB / "code_alpaca.npz")["embeddings"].astype(np.float32)
-        prompts = [(r["instruction"] + "\n" + r["input"]).strip() for r in rows]
-        responses = [r["output"] for r in rows]
-    else:
-        with gzip.open(DATA / "t0_templated_15k.jsonl.gz", "rt") as f:
-            rows = [json.loads(line) for _, line in zip(range(2000), f)]
-        emb = np.load(EMB / "t0.npz")["embeddings"].astype(np.float32)
-        prompts = [r["prompt"] for r in rows]
-        responses = [r["completion"] for r in rows]
-    n = min(n, len(rows), len(emb))
-    emb = emb[:n] / np.linalg.norm(emb[:n], axis=1, keepdims=True)
-    texts = [f"{p}\n{r}" for p, r in zip(prompts[:n], responses[:n], strict=True)]
-    batch = batch_from_texts(texts, ids=[f"{name}-{i}" for i in range(n)], prompts=prompts[:n], responses=responses[:n])
-    return Snapshot(batch=batch, embeddings=emb, model=MODEL)
+def corpus(name: str, n: int, cache_dir: Path | None) -> Snapshot:
+    """``n`` records drawn at random (seed 0) from a shared corpus, read by auditor's own
+    reader and embedded with the bundled all-MiniLM-L6-v2 through the authenticated
+    cache (``AUDITOR_CACHE_KEY``), so a second run embeds nothing."""
+    batch = load(CORPORA[name])
+    pick = np.sort(np.random.default_rng(0).choice(len(batch), min(n, len(batch)), replace=False))
+
+    def take(seq: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return None if seq is None else tuple(seq[i] for i in pick)
+
+    sub = dataclasses.replace(
+        batch,
+        # ids that say where a record came from: planted sets are compared by id
+        ids=tuple(f"{name}-{i}" for i in pick),
+        texts=take(batch.texts),
+        hashes=take(batch.hashes),
+        lines=tuple(batch.lines[i] for i in pick),
+        prompts=take(batch.prompts),
+        responses=take(batch.responses),
+    )
+    return snapshot_of(sub, load_encoder(None, device="cpu"), cache_dir=cache_dir)
 
 
 def neighbours(emb: np.ndarray, th: float) -> list[np.ndarray]:
@@ -106,11 +113,11 @@ def chain(root: Snapshot, kind: str, topic: set[str], seed: int) -> tuple[list[S
         elif step < 4:
             th = THRESHOLDS[step]
             order = rng.permutation(len(cur))
-            if kind == "resolve" and step == 2:
+            if kind == "resolve" and step == RESOLVE_STEP:
                 resp = cur.batch.responses or cur.texts
                 order = np.argsort([len(r) for r in resp], kind="stable")
             keep, removed = dedup(cur, th, order)
-            if kind == "resolve" and step == 2:
+            if kind == "resolve" and step == RESOLVE_STEP:
                 plant = {cur.ids[i] for i in removed}
             nondup = [i for i, nb in zip(range(len(cur)), neighbours(cur.embeddings, th), strict=True) if len(nb) == 0]
             cut = {"thin": 0.45 if step == 1 else 0.0, "slow": 0.12}.get(kind, 0.0)
@@ -145,13 +152,19 @@ def pr(findings: list, planted: set[str]) -> tuple[float, float]:  # type: ignor
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--corpus", default="alpaca,code_alpaca,t0")
-    ap.add_argument("--n", type=int, default=3000)
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--cache-dir", type=Path, default=None, help="embedding cache (needs AUDITOR_CACHE_KEY)")
+    ap.add_argument("--embed-only", action="store_true", help="embed the corpora into the cache and stop")
     ap.add_argument("--kinds", default="honest,random,thin,resolve,slow")
     args = ap.parse_args()
     rules = load_rules(None)
+    t_start = time.time()
     out = []
     for name in args.corpus.split(","):
-        root = corpus(name, args.n)
+        root = corpus(name, args.n, args.cache_dir)
+        if args.embed_only:
+            print(f"{name}: {len(root)} records embedded", flush=True)
+            continue
         basis, _ = kmeans(root.embeddings, default_basis_k(len(root)), seed=0)
         _, topics = kmeans(root.embeddings, 12, seed=1)
         sizes = np.bincount(topics, minlength=12)
@@ -183,6 +196,43 @@ def main() -> None:
             out.append(row)
             print(json.dumps(row), flush=True)
     (ROOT / "benchmarks" / "curation_results.json").write_text(json.dumps(out, indent=1, default=str))
+    print(table(out))
+    print(f"total {time.time() - t_start:.0f} s")
+
+
+def _pr_text(row: dict) -> str:  # type: ignore[type-arg]
+    if not row["n_planted"]:
+        return "| | |"
+    return f"| {row['precision']:.2f} | {row['recall']:.2f} |"
+
+
+def table(rows: list[dict]) -> str:  # type: ignore[type-arg]
+    """The RESULTS.md table: per corpus and chain, the honest steps' statuses, then each
+    step with planted records and the trend."""
+    lines = [
+        "| corpus | chain | step | status | fail checks | precision | recall | planted |",
+        "|---|---|---|---|---|---:|---:|---:|",
+    ]
+    keyed: dict[tuple[str, str], list[dict]] = {}  # type: ignore[type-arg]
+    for r in rows:
+        keyed.setdefault((r["corpus"], r["chain"]), []).append(r)
+    for (corpus_name, kind), rs in keyed.items():
+        plain = [r for r in rs if r["step"] != "trend" and not r["n_planted"]]
+        if plain:
+            st = Counter(r["status"] for r in plain)
+            fails = sorted({c for r in plain for c in r["fails"]})
+            status = ", ".join(f"{k} ×{v}" for k, v in sorted(st.items()))
+            lines.append(
+                f"| {corpus_name} | {kind} | {len(plain)} steps without planted records | {status} | "
+                f"{', '.join(fails) or '-'} | | | 0 |"
+            )
+        for r in rs:
+            if r["step"] == "trend" or r["n_planted"]:
+                lines.append(
+                    f"| {corpus_name} | {kind} | {r['step']} | {r['status']} | {', '.join(r['fails']) or '-'} "
+                    f"{_pr_text(r)} {r['n_planted']} |"
+                )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

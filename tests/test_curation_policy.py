@@ -76,6 +76,9 @@ def test_honest_dedup_step_passes_and_is_attributed() -> None:
     assert fails(report) == [], [(f.check, f.summary) for f in fails(report)]
     rec = next(f for f in report.findings if f.check == "round_records")
     assert "dedup at cosine" in rec.summary
+    block = rec.details["diff_block"]
+    assert dict(map(tuple, block["rows"]))["removed: duplicate"] == len(removed)
+    assert dict(map(tuple, block["rows"]))["removed: unexplained"] == 0 and block["unexplained"] == []
 
 
 def test_filter_step_passes_declared_and_inferred() -> None:
@@ -109,6 +112,10 @@ def test_dedup_hiding_a_topic_thinning_fails_naming_the_records() -> None:
     assert named, [(f.check, f.summary) for f in report.findings]
     assert len(named & planted_ids) / len(named) >= 0.5
     assert len(named & planted_ids) / len(planted_ids) >= 0.5
+    block = next(f for f in report.findings if f.check == "round_records").details["diff_block"]
+    assert dict(map(tuple, block["rows"]))["removed: unexplained"] == len(planted)
+    assert block["unexplained"] and block["unexplained"][0]["severity"] == "fail"
+    assert {u["check"] for u in block["unexplained"]} == {f.check for f in fails(report)}
 
 
 def test_duplicates_resolved_towards_the_shortest_answer_fail() -> None:
@@ -140,3 +147,94 @@ def test_seventeen_added_records_get_insufficient_data_not_trigger_phrases() -> 
     notes = [f for f in report.findings if f.check == "gate"]
     assert notes and all(f.severity == "info" and "insufficient data" in f.summary for f in notes)
     assert {o.status for o in report.outcomes if o.check in rule_checks} == {"insufficient"}
+
+
+def _rules_file(tmp_path, policy_yaml: str):  # type: ignore[no-untyped-def]
+    from auditor.rules import DEFAULT_RULES_PATH
+
+    p = tmp_path / "rules.yaml"
+    p.write_text(DEFAULT_RULES_PATH.read_text() + "\n" + policy_yaml + "\n")
+    return p
+
+
+def test_rules_file_declares_the_policy(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    rules = load_rules(_rules_file(tmp_path, "policy: [dedup:0.9, 'filter:min_chars=20']"))
+    assert rules.policy == ("dedup:0.9", "filter:min_chars=20")
+    assert rules.describe()["policy"] == ["dedup:0.9", "filter:min_chars=20"]
+    # a file without one reports as before (no key), and infers
+    assert load_rules(None).policy == () and "policy" not in load_rules(None).describe()
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "match"),
+    [
+        ("policy: dedup:0.9", "non-empty list"),
+        ("policy: []", "non-empty list"),
+        ("policy: [dedup:1.5]", r"policy\[0\]: 'dedup:1.5' threshold"),
+        ("policy: [dedup:0.9, 'filter:colour=3']", r"policy\[1\]: 'filter:colour=3' is not a known filter"),
+        ("policy: [dedup:0.9, dedup:0.8]", "repeats 'dedup'"),
+        ("policy: [none, dedup:0.8]", "'none' cannot be combined"),
+        ("policy: [infer, dedup:0.8]", "'infer' cannot be combined"),
+    ],
+)
+def test_rules_file_policy_is_strict(tmp_path, yaml_text: str, match: str) -> None:  # type: ignore[no-untyped-def]
+    path = _rules_file(tmp_path, yaml_text)
+    with pytest.raises(AuditorError, match=match) as err:
+        load_rules(path)
+    assert str(path) in str(err.value)
+
+
+def test_rules_policy_applies_and_the_command_line_wins(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    a = root()
+    lengths = np.array([len(t) for t in a.texts])
+    floor = int(np.quantile(lengths, 0.1))
+    b = a.subset([i for i in range(N) if lengths[i] >= floor])
+    # the rules file says nothing is explained: the filter step is unexplained removal
+    strict = load_rules(_rules_file(tmp_path, "policy: [none]"))
+    report, _ = diff_report(a, b, strict, seed=0, basis=basis())
+    rec = next(f for f in report.findings if f.check == "round_records")
+    assert fails(report) and rec.details["attribution"]["policy"]["source"].startswith("declared in ")
+    # the command line's declared filter overrides the file's policy
+    report, _ = diff_report(a, b, strict, seed=0, basis=basis(), policy=[f"filter:min_chars={floor}"])
+    assert fails(report) == []
+
+
+def test_a_dedup_that_removes_one_record_is_explained() -> None:
+    # a dedup at a high threshold often removes a single record: the closest pair's
+    # duplicate, which no kept pair comes near, is a dedup however few it is
+    a = root()
+    sims = a.embeddings @ a.embeddings.T
+    np.fill_diagonal(sims, -1)
+    i = int(np.argmax(sims.max(axis=1)))
+    b = a.subset([k for k in range(N) if k != i])
+    att = attribute(a, b)
+    assert att.counts["removed_duplicate"] == 1 and att.policy.dedup is not None
+    report, _ = diff_report(a, b, load_rules(None), seed=0, basis=basis())
+    assert fails(report) == []
+
+
+def test_pooled_resolution_names_only_the_systematic_step() -> None:
+    from auditor.policy import DupGroups, dedup_resolution
+
+    rng = np.random.default_rng(0)
+    g, g1 = 40, 30  # 30 groups in step s1, 10 in s2, two members each
+    length = rng.normal(5.0, 1.0, 2 * g)
+    kept = []
+    for k in range(g):
+        lo, hi = (2 * k, 2 * k + 1) if length[2 * k] <= length[2 * k + 1] else (2 * k + 1, 2 * k)
+        # step s1 always keeps the shorter member, step s2 one at random
+        kept.append(lo if k < g1 else int(rng.choice([lo, hi])))
+    steps = tuple("s1" if r < 2 * g1 else "s2" for r in range(2 * g))
+    groups = DupGroups(
+        x=rng.normal(size=(2 * g, 4)),
+        length=length,
+        member_of=np.repeat(np.arange(g), 2),
+        kept=np.asarray(kept),
+        ids=tuple(f"r{r}" for r in range(2 * g)),
+        texts=tuple("" for _ in range(2 * g)),
+        step=steps,
+    )
+    f = dedup_resolution(groups, seed=0, n_permutations=999)
+    assert f.p_value is not None and f.p_value < 0.01
+    assert f.details["steps_resolved_systematically"] == ["s1"]
+    assert f.record_ids and all(int(i[1:]) < 2 * g1 for i in f.record_ids)

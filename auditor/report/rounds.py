@@ -38,7 +38,6 @@ def diff_markdown(
     icon = {"pass": "PASS", "warn": "WARN", "fail": "FAIL"}[report.status]
     rec = next((f for f in report.findings if f.check == "round_records"), None)
     att: Mapping[str, Any] = rec.details.get("attribution", {}) if rec is not None else {}
-    counts: Mapping[str, Any] = att.get("counts", {})
     lines = [
         f"## auditor diff: {md_text(a_name, 80)} \u2192 {md_text(b_name, 80)} \u2014 **{icon}**",
         "",
@@ -54,20 +53,20 @@ def diff_markdown(
         f"| added | {len(diff.added)} |",
         f"| removed | {len(diff.removed)} |",
     ]
-    for key, n in sorted(counts.items()):
-        if key.startswith("removed_") and n:
-            lines.append(f"| \u2003removed: {md_text(key[len('removed_'):], 60)} | {int(n)} |")
-    if counts:
-        lines.append(f"| \u2003added: edits of removed records | {int(counts.get('added_changed', 0))} |")
-        lines.append(f"| \u2003added: unexplained | {int(counts.get('added_unexplained', 0))} |")
+    block: Mapping[str, Any] = rec.details.get("diff_block", {}) if rec is not None else {}
+    # the per-reason rows come ready from the library (auditor.curation.diff_block)
+    for label, n in block.get("rows", []):
+        if ":" in str(label) and (n or str(label).endswith("unexplained")):
+            lines.append(f"| \u2003{md_text(str(label), 80)} | {int(n)} |")
     lines += [f"| kept but re-ided | {diff.reided} |", ""]
     tested = [f for f in report.findings if f.check != "round_records"]
-    failing = [f for f in tested if f.severity != "info"]
+    failing = block.get("unexplained", [])
     if failing:
         lines += ["### Unexplained change", "", "| severity | check | p | summary |", "|---|---|---:|---|"]
-        for f in failing:
+        for u in failing:
             lines.append(
-                f"| {f.severity} | {md_text(f.rule or f.check, 60)} | {fmt_p(f.p_value)} | {md_text(f.summary, 300)} |"
+                f"| {md_text(str(u['severity']), 8)} | {md_text(str(u['rule'] or u['check']), 60)} | "
+                f"{fmt_p(u['p_value'])} | {md_text(str(u['summary']), 300)} |"
             )
         lines.append("")
     else:
