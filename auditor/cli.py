@@ -801,6 +801,12 @@ def trend_cmd(
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Also write report.json and report.md here.")
     ] = None,
+    rules: Annotated[
+        Path | None,
+        typer.Option(
+            "--rules", callback=_rules_path, help="A rules file whose policy: list applies when --policy is not given."
+        ),
+    ] = None,
     seed: SeedOpt = 0,
     permutations: PermutationsOpt = None,
     policy: PolicyOpt = None,
@@ -820,7 +826,7 @@ def trend_cmd(
     from auditor.report import write_reports
 
     declared = parse_policy(policy)
-    result = trend(store, name, seed=seed, n_permutations=permutations, policy=declared)
+    result = trend(store, name, seed=seed, n_permutations=permutations, policy=declared, rules=rules)
     written = write_reports(result.report, out) if out is not None else {}
     _finish(
         result.report,

@@ -116,6 +116,15 @@ def test_dedup_hiding_a_topic_thinning_fails_naming_the_records() -> None:
     assert dict(map(tuple, block["rows"]))["removed: unexplained"] == len(planted)
     assert block["unexplained"] and block["unexplained"][0]["severity"] == "fail"
     assert {u["check"] for u in block["unexplained"]} == {f.check for f in fails(report)}
+    # report.md and HTML read counts first, then the unexplained change
+    from auditor.report import render_markdown
+    from auditor.report.html import diff_block_html
+
+    md = render_markdown(report)
+    assert md.index("| removed: unexplained | %d |" % len(planted)) < md.index("**Unexplained change:**")
+    assert md.index("**Unexplained change:**") < md.index("| # | Severity")
+    html = diff_block_html(report)
+    assert "What this round changed" in html and "Unexplained change" in html
 
 
 def test_duplicates_resolved_towards_the_shortest_answer_fail() -> None:

@@ -303,3 +303,13 @@ def rules_line(report: Report) -> str:
             if k in by
         )
     return out
+
+
+def diff_block(report: Report) -> Mapping[str, Any] | None:
+    """The counts-first block of a curation-round diff (``auditor.curation.diff_block``,
+    carried in the ``round_records`` finding), or None for any other report."""
+    for f in report.findings:
+        block = f.details.get("diff_block") if f.check == "round_records" else None
+        if isinstance(block, Mapping):
+            return block
+    return None

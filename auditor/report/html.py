@@ -29,6 +29,7 @@ from auditor.report._common import (
     clean,
     compact,
     counts,
+    diff_block,
     fields_line,
     fmt_num,
     fmt_p,
@@ -97,6 +98,7 @@ def render_html(
         f"<p>{n['fail']} failing \u00b7 {n['warn']} warning \u00b7 {n['info']} info finding(s)</p>",
         _inputs_html(report),
         "</header>",
+        diff_block_html(report),
         '<nav><a href="#map">Map</a> <a href="#clusters">Clusters</a> <a href="#findings">Findings</a></nav>',
         '<section id="map"><h2>Embedding map (PCA)</h2>',
         _map_legend(layout),
@@ -167,6 +169,27 @@ svg text.flag-fail{fill:var(--fail);font-weight:600}svg text.flag-warn{fill:var(
 .cols{display:flex;gap:16px;flex-wrap:wrap}.cols>div{flex:1 1 420px;min-width:0}
 footer{margin-top:32px;color:var(--mute);font-size:12px}
 """
+
+
+def diff_block_html(report: Report) -> str:
+    """A round diff: the counts, then the unexplained change, before anything else."""
+    block = diff_block(report)
+    if block is None:
+        return ""
+    rows = "".join(
+        f'<tr><td>{esc(label)}</td><td class="num">{int(n)}</td></tr>' for label, n in block.get("rows", [])
+    )
+    items = "".join(
+        f"<li>{_sev(str(u['severity']))} {esc(u['rule'] or u['check'])} (p={esc(fmt_p(u['p_value']))}): "
+        f"{esc(u['summary'], 300)}</li>"
+        for u in block.get("unexplained", [])
+    )
+    change = f"<h3>Unexplained change</h3><ul>{items}</ul>" if items else "<p>No unexplained change.</p>"
+    policy = esc(str(block.get("policy", "")), 300)
+    return (
+        f'<section id="diff"><h2>What this round changed</h2><p class="note">Policy: {policy}</p>'
+        f"<table><tbody>{rows}</tbody></table>{change}</section>"
+    )
 
 
 def _page(title: str, body: str) -> str:

@@ -23,6 +23,7 @@ from auditor.report._common import (
     clean,
     compact,
     counts,
+    diff_block,
     fields_line,
     fmt_num,
     fmt_p,
@@ -93,6 +94,23 @@ def _escape_start(m: re.Match[str]) -> str:
     return "\\" + tok if not tok.isdigit() else tok + "\\"
 
 
+def _diff_block_md(report: Report) -> str:
+    """A round diff reads counts first, then the unexplained change (the rest is below)."""
+    block = diff_block(report)
+    if block is None:
+        return ""
+    lines = [f"Policy: {md_text(str(block.get('policy', '')), 300)}", "", "| | records |", "|---|---:|"]
+    lines += [f"| {md_text(str(label), 80)} | {int(n)} |" for label, n in block.get("rows", [])]
+    unexplained = block.get("unexplained", [])
+    lines += ["", "**Unexplained change:**" if unexplained else "**No unexplained change.**", ""]
+    for u in unexplained:
+        lines.append(
+            f"- {md_text(str(u['severity']).upper(), 8)} {md_text(str(u['rule'] or u['check']), 60)} "
+            f"(p={fmt_p(u['p_value'])}): {md_text(str(u['summary']), 300)}"
+        )
+    return "\n".join(lines) + "\n\n"
+
+
 def render_markdown(report: Report, *, max_chars: int = 60000) -> str:
     """Render the report as a PR-comment sized markdown document (<= ``max_chars``)."""
     findings = ordered_findings(report)
@@ -112,7 +130,7 @@ def render_markdown(report: Report, *, max_chars: int = 60000) -> str:
     note = f"_{testing_note(report)}_"
     # room kept for the closing note(s) whatever happens to the budget below
     reserve = len(note) + 400
-    text = "\n".join(head) + "\n"
+    text = "\n".join(head) + "\n" + _diff_block_md(report)
 
     if not findings:
         return text + "\nNo findings.\n\n" + note + "\n"
