@@ -121,7 +121,7 @@ def test_dedup_hiding_a_topic_thinning_fails_naming_the_records() -> None:
     from auditor.report.html import diff_block_html
 
     md = render_markdown(report)
-    assert md.index("| removed: unexplained | %d |" % len(planted)) < md.index("**Unexplained change:**")
+    assert md.index(f"| removed: unexplained | {len(planted)} |") < md.index("**Unexplained change:**")
     assert md.index("**Unexplained change:**") < md.index("| # | Severity")
     html = diff_block_html(report)
     assert "What this round changed" in html and "Unexplained change" in html
