@@ -220,6 +220,14 @@ PARAMS: Mapping[str, Mapping[str, Param]] = {
         "member_p": _prob_open(),
         "report_alpha": _prob_open(),
     },
+    "term_topics": {
+        "alpha": _prob_open(),
+        "min_ratio": _RATIO,
+        "min_records": _int(1, 1_000_000),
+        "merge_overlap": _prob_open(),
+        "max_findings": _int(1, 100_000),
+        "tree": Param("bool"),
+    },
     "descriptors": {
         "alpha": _prob_open(),
         "min_change": Param("float", 0.0, 100.0, lo_open=True),
