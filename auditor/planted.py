@@ -6,21 +6,25 @@ remembering exactly which record ids were planted.  The planted-attack tests and
 ``benchmarks/planted.py`` run the default gate on each scenario and score the best
 finding's precision and recall against those ids.
 
-Scenarios (``SCENARIOS``):
-- ``topic_boost_x4`` / ``topic_boost_x2``: one topic's share in current is 4x / 2x its
-  share in reference (planted: the topic's current records, side "current");
+Scenarios (``SCENARIOS`` for Alpaca; ``corpus_scenarios(CORPORA[name])`` for any of the
+three corpora of the suite: Alpaca, the templated T0 mixture, Code Alpaca):
+- ``topic_boost_x4`` / ``topic_boost_x2``: one coherent topic's share in current is 4x /
+  2x its share in reference (planted: the topic's current records, side "current");
+- ``scattered_x2``: the same x2 boost of a keyword-defined topic spread over the embedding
+  space (Alpaca "code", T0 "food", Code Alpaca "strings");
 - ``topic_removal``: a topic is dropped from current (planted: the topic's reference
   records, side "reference");
 - ``trigger_1pct`` / ``trigger_0.5pct``: a trigger phrase appended to 1% / 0.5% of current
   instructions with the response replaced by a fixed target (a backdoor);
+- ``paraphrase_1pct``: one entity in four surface forms added to 1% of current prompts,
+  each answer flipped to another record's answer (no fixed target);
 - ``near_duplicates``: a few records repeated ~15 times each with small edits;
 - ``random_*``: two random disjoint samples, nothing planted (must pass).
 
-Topics are regular expressions over the instruction, so the generator works on any pool of
-records with an instruction/prompt field.  A keyword topic is only a *topic* to an
-embedding-based audit when its records sit together in embedding space: "creative
-writing" and "math" do in Alpaca; the keyword set "code" (code|program|function|array...)
-is scattered, and a x2 boost of it is not detected (see benchmarks/RESULTS.md).
+Topics are regular expressions over the instruction, the whole prompt or the response,
+optionally restricted by pool metadata the audit never sees (a T0 template name), so the
+generator works on any pool of records with a prompt field and topics have known answers
+on templated data too (e.g. ag_news articles labelled science, across 7 templates).
 """
 
 from __future__ import annotations
