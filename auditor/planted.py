@@ -403,8 +403,12 @@ def corpus_scenarios(corpus: Corpus, *, randoms: int = 10) -> dict[str, Callable
         "paraphrase_1pct": lambda pool, seed: paraphrased_trigger(pool, 0.01, seed=seed, n=n),
         "near_duplicates": lambda pool, seed: near_duplicates(pool, seed=seed, n=n),
     }
+
+    def rnd(i: int) -> Callable[[Sequence[Record], int], Scenario]:
+        return lambda pool, seed: random_round(pool, seed=1000 * (seed + 1) + i, n=n)
+
     for i in range(randoms):
-        out[f"random_{i + 1}"] = lambda pool, seed, i=i: random_round(pool, seed=1000 * (seed + 1) + i, n=n)
+        out[f"random_{i + 1}"] = rnd(i)
     return out
 
 

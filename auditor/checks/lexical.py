@@ -163,10 +163,10 @@ def term_topics(
     # same direction adds nothing and is folded into it
     kept: list[tuple[float, tuple, set[int]]] = []
     for qi, r in flagged:
-        docs = set(r[2].tolist())
-        if any(k[1][1] == r[1] and len(docs & k[2]) >= merge_overlap * len(docs) for k in kept):
+        members = set(r[2].tolist())
+        if any(k[1][1] == r[1] and len(members & k[2]) >= merge_overlap * len(members) for k in kept):
             continue
-        kept.append((qi, r, docs))
+        kept.append((qi, r, members))
     findings: list[Finding] = []
     for qi, r, _ in kept:
         ni, direction, docs, a, b, p_raw, ratio, _ok = r
