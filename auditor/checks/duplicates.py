@@ -30,7 +30,7 @@ Method:
    Such a group is reported with ``scope="response_group"`` and the shared response.
 5. The group tests use the check's whole level (no split with a rate test), so a group
    of s records all in current reaches about share^s: 2^-10 = 9.7e-4 for 10 of 2,000
-   vs 2,000, below the default gate (0.01 / 8) after BH over a handful of testable groups.
+   vs 2,000, below the default gate (0.01 / 9) after BH over a handful of testable groups.
 """
 
 from __future__ import annotations
