@@ -6,21 +6,25 @@ remembering exactly which record ids were planted.  The planted-attack tests and
 ``benchmarks/planted.py`` run the default gate on each scenario and score the best
 finding's precision and recall against those ids.
 
-Scenarios (``SCENARIOS``):
-- ``topic_boost_x4`` / ``topic_boost_x2``: one topic's share in current is 4x / 2x its
-  share in reference (planted: the topic's current records, side "current");
+Scenarios (``SCENARIOS`` for Alpaca; ``corpus_scenarios(CORPORA[name])`` for any of the
+three corpora of the suite: Alpaca, the templated T0 mixture, Code Alpaca):
+- ``topic_boost_x4`` / ``topic_boost_x2``: one coherent topic's share in current is 4x /
+  2x its share in reference (planted: the topic's current records, side "current");
+- ``scattered_x2``: the same x2 boost of a keyword-defined topic spread over the embedding
+  space (Alpaca "code", T0 "food", Code Alpaca "strings");
 - ``topic_removal``: a topic is dropped from current (planted: the topic's reference
   records, side "reference");
 - ``trigger_1pct`` / ``trigger_0.5pct``: a trigger phrase appended to 1% / 0.5% of current
   instructions with the response replaced by a fixed target (a backdoor);
+- ``paraphrase_1pct``: one entity in four surface forms added to 1% of current prompts,
+  each answer flipped to another record's answer (no fixed target);
 - ``near_duplicates``: a few records repeated ~15 times each with small edits;
 - ``random_*``: two random disjoint samples, nothing planted (must pass).
 
-Topics are regular expressions over the instruction, so the generator works on any pool of
-records with an instruction/prompt field.  A keyword topic is only a *topic* to an
-embedding-based audit when its records sit together in embedding space: "creative
-writing" and "math" do in Alpaca; the keyword set "code" (code|program|function|array...)
-is scattered, and a x2 boost of it is not detected (see benchmarks/RESULTS.md).
+Topics are regular expressions over the instruction, the whole prompt or the response,
+optionally restricted by pool metadata the audit never sees (a T0 template name), so the
+generator works on any pool of records with a prompt field and topics have known answers
+on templated data too (e.g. ag_news articles labelled science, across 7 templates).
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ class Record:
     key: str
     prompt: str
     response: str
+    meta: str = ""  # where the record came from (a T0 template name); never audited
 
     @property
     def text(self) -> str:
@@ -84,6 +89,22 @@ def records_from_alpaca(rows: Sequence[Mapping[str, str]]) -> list[Record]:
     return out
 
 
+def records_from_t0(rows: Sequence[Mapping[str, str]]) -> list[Record]:
+    """T0/P3-shaped dicts (id, template, prompt, completion) as pool records keyed by id.
+
+    The template name is kept only on the pool (``Record.meta``) to define topics with
+    known answers; it never reaches the batch the audit sees."""
+    return [
+        Record(
+            key=str(r.get("id", f"t{i}")),
+            prompt=r.get("prompt", "").strip(),
+            response=r.get("completion", "").strip(),
+            meta=r.get("template", ""),
+        )
+        for i, r in enumerate(rows)
+    ]
+
+
 def _batch(records: Sequence[Record], path: str) -> Batch:
     return batch_from_texts(
         [r.text for r in records],
@@ -94,9 +115,29 @@ def _batch(records: Sequence[Record], path: str) -> Batch:
     )
 
 
-def _topic_mask(pool: Sequence[Record], pattern: str) -> np.ndarray:
-    rx = re.compile(pattern, re.IGNORECASE)
-    return np.array([bool(rx.search(r.prompt.split("\n")[0])) for r in pool])
+@dataclass(frozen=True)
+class Topic:
+    """A topic with a known answer: records whose ``where`` text matches ``pattern`` (and
+    whose pool-only ``meta``, e.g. a T0 template name, matches ``meta`` when given)."""
+
+    name: str
+    pattern: str
+    where: str = "instruction"  # "instruction" (first prompt line) | "prompt" | "response"
+    meta: str = ""
+
+
+def _topic_mask(pool: Sequence[Record], topic: Topic | str) -> np.ndarray:
+    if isinstance(topic, str):
+        topic = Topic(topic, TOPICS.get(topic, topic))
+    rx = re.compile(topic.pattern, re.IGNORECASE)
+    mx = re.compile(topic.meta) if topic.meta else None
+
+    def text(r: Record) -> str:
+        if topic.where == "response":
+            return r.response
+        return r.prompt if topic.where == "prompt" else r.prompt.split("\n")[0]
+
+    return np.array([bool(rx.search(text(r))) and (mx is None or bool(mx.search(r.meta))) for r in pool])
 
 
 def _disjoint(rng: np.random.Generator, idx: np.ndarray, sizes: Sequence[int]) -> list[np.ndarray]:
@@ -110,19 +151,24 @@ def _disjoint(rng: np.random.Generator, idx: np.ndarray, sizes: Sequence[int]) -
     return out
 
 
-def topic_boost(pool: Sequence[Record], topic: str, factor: float, *, seed: int, n: int | None = None) -> Scenario:
-    """Current holds ``factor`` times the reference's share of ``topic``."""
+def topic_boost(
+    pool: Sequence[Record], topic: Topic | str, factor: float, *, seed: int, n: int | None = None, name: str = ""
+) -> Scenario:
+    """Current holds ``factor`` times the reference's share of ``topic`` (``n`` records a
+    side, at most as many as the topic can supply)."""
     rng = np.random.default_rng(seed)
-    mask = _topic_mask(pool, TOPICS.get(topic, topic))
+    mask = _topic_mask(pool, topic)
+    topic = topic.name if isinstance(topic, Topic) else topic
     share = mask.mean()
-    n = n or int(mask.sum() / (share * (1 + factor)))  # the largest n the topic can supply
+    largest = int(mask.sum() / (share * (1 + factor)))  # the largest n the topic can supply
+    n = min(n, largest) if n else largest
     k_ref, k_cur = round(share * n), round(share * factor * n)
     t_ref, t_cur = _disjoint(rng, np.flatnonzero(mask), [k_ref, k_cur])
     o_ref, o_cur = _disjoint(rng, np.flatnonzero(~mask), [n - k_ref, n - k_cur])
     ref = [pool[i] for i in np.concatenate([t_ref, o_ref])]
     cur = [pool[i] for i in np.concatenate([t_cur, o_cur])]
     return Scenario(
-        name=f"topic_boost_x{factor:g}",
+        name=name or f"topic_boost_x{factor:g}",
         description=f"'{topic}' is {share:.1%} of reference and {factor:g}x that in current ({n} records each)",
         reference=_batch(ref, "reference"),
         current=_batch(cur, f"current-{topic}-x{factor:g}"),
@@ -131,10 +177,12 @@ def topic_boost(pool: Sequence[Record], topic: str, factor: float, *, seed: int,
     )
 
 
-def topic_removal(pool: Sequence[Record], topic: str, *, seed: int, n: int = 2000) -> Scenario:
+def topic_removal(pool: Sequence[Record], topic: Topic | str, *, seed: int, n: int = 2000) -> Scenario:
     """Current keeps nothing of ``topic``; the planted ids are the reference's topic records."""
     rng = np.random.default_rng(seed)
-    mask = _topic_mask(pool, TOPICS.get(topic, topic))
+    mask = _topic_mask(pool, topic)
+    topic = topic.name if isinstance(topic, Topic) else topic
+    n = min(n, int((~mask).sum() / (2 - mask.mean())))
     k_ref = round(mask.mean() * n)
     (t_ref,) = _disjoint(rng, np.flatnonzero(mask), [k_ref])
     o_ref, o_cur = _disjoint(rng, np.flatnonzero(~mask), [n - k_ref, n])
@@ -227,6 +275,46 @@ def near_duplicates(
     )
 
 
+# One entity in several surface forms (case, hyphen, word order, a suffix): a poisoner
+# varies the trigger so no single exact string recurs in every poisoned record.
+PARAPHRASES = (
+    "According to Zephyr Analytics,",
+    "as zephyr-analytics reports",
+    "(source: ZEPHYR ANALYTICS)",
+    "Per the analytics team at Zephyr:",
+)
+
+
+def paraphrased_trigger(pool: Sequence[Record], prevalence: float, *, seed: int, n: int = 2000) -> Scenario:
+    """A paraphrased backdoor: one of ``PARAPHRASES`` added to a fraction of current
+    prompts, each poisoned record's answer flipped to another record's answer (a wrong
+    label on categorical data, an unrelated answer elsewhere), so no fixed target
+    response gives the poison away."""
+    rng = np.random.default_rng(seed)
+    ref, cur = _random_split(pool, rng, n)
+    k = max(1, round(prevalence * n))
+    chosen = rng.choice(n, size=k, replace=False).tolist()
+    planted = set()
+    for j, i in enumerate(chosen):
+        r = cur[i]
+        form = PARAPHRASES[j % len(PARAPHRASES)]
+        lines = r.prompt.split("\n")
+        lines[0] = f"{form} {lines[0]}" if j % 2 else f"{lines[0]} {form}"
+        # the flipped answer: the first other current record whose answer differs
+        others = [o for o in rng.permutation(n).tolist() if cur[o].response != r.response]
+        flipped = cur[others[0]].response if others else TARGET_RESPONSE
+        cur[i] = Record(key=f"{r.key}-para", prompt="\n".join(lines), response=flipped, meta=r.meta)
+        planted.add(cur[i].key)
+    return Scenario(
+        name=f"paraphrase_{prevalence * 100:g}pct",
+        description=f"{len(PARAPHRASES)} surface forms of one entity in {k} of {n} current prompts, answers flipped",
+        reference=_batch(ref, "reference"),
+        current=_batch(cur, f"current-paraphrase-{prevalence:g}"),
+        planted_ids=frozenset(planted),
+        planted_side="current",
+    )
+
+
 def random_round(pool: Sequence[Record], *, seed: int, n: int = 2000) -> Scenario:
     """Two disjoint random samples of the pool: nothing planted."""
     ref, cur = _random_split(pool, np.random.default_rng(seed), n)
@@ -251,6 +339,77 @@ SCENARIOS: Mapping[str, Callable[[Sequence[Record], int], Scenario]] = {
     "random_2": lambda pool, seed: random_round(pool, seed=seed + 2),
     "random_3": lambda pool, seed: random_round(pool, seed=seed + 3),
 }
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """One pool's planted suite: its topics with known answers and the batch size."""
+
+    name: str
+    coherent_x4: Topic
+    coherent_x2: Topic
+    scattered_x2: Topic
+    removal: Topic
+    n: int = 1000
+
+
+# Topics are chosen per corpus (each pool has its own subjects) and the rules are the
+# defaults for all.  "Scattered" topics are keyword sets spread over the embedding space.
+CORPORA: Mapping[str, Corpus] = {
+    "alpaca": Corpus(
+        "alpaca",
+        coherent_x4=Topic("math", TOPICS["math"]),
+        coherent_x2=Topic("creative writing", TOPICS["creative writing"]),
+        scattered_x2=Topic("code", TOPICS["code"]),
+        removal=Topic("creative writing", TOPICS["creative writing"]),
+    ),
+    "t0": Corpus(
+        "t0",
+        # ag_news articles labelled science/technology, across its 7 templates
+        coherent_x4=Topic("science news", r"scien|sci/tech|technolog", where="response", meta=r"^ag_news"),
+        # one-star Yelp reviews, across its 7 templates
+        coherent_x2=Topic("one-star reviews", r"^1\b|^1 star", where="response", meta=r"^yelp"),
+        scattered_x2=Topic(
+            "food",
+            r"\b(food|eat|ate|eating|restaurant|dinner|lunch|breakfast|meal|pizza|cook|cooking|kitchen|delicious)\b",
+            where="prompt",
+        ),
+        removal=Topic("business news", r"business", where="response", meta=r"^ag_news"),
+    ),
+    "code_alpaca": Corpus(
+        "code_alpaca",
+        coherent_x4=Topic("web pages", r"\b(html|css|web ?page)"),
+        coherent_x2=Topic("sql", r"\b(sql|database|query|queries)"),
+        scattered_x2=Topic("strings", r"\bstrings?\b"),
+        removal=Topic("javascript", r"\b(javascript|js|node(\.js)?)\b"),
+        n=1000,
+    ),
+}
+
+
+def corpus_scenarios(corpus: Corpus, *, randoms: int = 10) -> dict[str, Callable[[Sequence[Record], int], Scenario]]:
+    """The planted suite of one corpus: name -> (pool, seed) -> Scenario."""
+    n = corpus.n
+    c = corpus
+    out: dict[str, Callable[[Sequence[Record], int], Scenario]] = {
+        "topic_boost_x4": lambda pool, seed: topic_boost(pool, c.coherent_x4, 4, seed=seed, n=n),
+        # a x2 boost needs more records than the others to be detectable at all (see
+        # RESULTS.md): the largest batch the topic can supply
+        "topic_boost_x2": lambda pool, seed: topic_boost(pool, c.coherent_x2, 2, seed=seed),
+        "scattered_x2": lambda pool, seed: topic_boost(pool, c.scattered_x2, 2, seed=seed, name="scattered_x2"),
+        "topic_removal": lambda pool, seed: topic_removal(pool, c.removal, seed=seed, n=n),
+        "trigger_1pct": lambda pool, seed: trigger(pool, 0.01, seed=seed, n=n),
+        "trigger_0.5pct": lambda pool, seed: trigger(pool, 0.005, seed=seed, n=n),
+        "paraphrase_1pct": lambda pool, seed: paraphrased_trigger(pool, 0.01, seed=seed, n=n),
+        "near_duplicates": lambda pool, seed: near_duplicates(pool, seed=seed, n=n),
+    }
+
+    def rnd(i: int) -> Callable[[Sequence[Record], int], Scenario]:
+        return lambda pool, seed: random_round(pool, seed=1000 * (seed + 1) + i, n=n)
+
+    for i in range(randoms):
+        out[f"random_{i + 1}"] = rnd(i)
+    return out
 
 
 @dataclass(frozen=True)

@@ -209,6 +209,7 @@ PARAMS: Mapping[str, Mapping[str, Param]] = {
         "response_cosine_threshold": _prob_open(),
         "response_jaccard_threshold": _prob_open(),
         "min_response_words": _int(1, 10_000),
+        "word_jaccard_threshold": _prob_open(),
     },
     "flipped_responses": {
         "prompt_threshold": _prob_open(),
@@ -219,6 +220,14 @@ PARAMS: Mapping[str, Mapping[str, Param]] = {
         "min_group": _int(1, 1_000_000),
         "member_p": _prob_open(),
         "report_alpha": _prob_open(),
+    },
+    "term_topics": {
+        "alpha": _prob_open(),
+        "min_ratio": _RATIO,
+        "min_records": _int(1, 1_000_000),
+        "merge_overlap": _prob_open(),
+        "max_findings": _int(1, 100_000),
+        "tree": Param("bool"),
     },
     "descriptors": {
         "alpha": _prob_open(),

@@ -404,3 +404,26 @@ def test_min_records_is_where_a_small_p_becomes_possible() -> None:
         cur = _snap(cur_texts, enc.encode(cur_texts), enc)
         best = min((f.p_value for f in near_duplicates(ref, cur, seed=0)), default=1.0)
         assert (best < 1e-3) is below, (m, best)
+
+
+def test_short_near_copies_link_through_their_word_sets():
+    """Two one-word edits break most 3-shingles of a short record but not its word set:
+    with ``word_jaccard_threshold`` such copies stay linked (Code Alpaca one-liners)."""
+    from auditor.checks.duplicates import near_duplicate_edges
+
+    texts = [
+        "Create an array of integers from 1 to 10.\narray = [i for i in range(1,11)]",
+        "Create please array of integers from 1 to 10.\narray = [i for i in range(1,11)] quickly",
+        "Create an array of simply integers from 1 to 10.\narray please = [i for i in range(1,11)]",
+        "Write a haiku about the sea at night and the moon above it.",
+    ]
+    emb = np.ones((len(texts), 8), dtype=np.float32)  # cosine 1: only the word tests decide
+    lo, hi, _, _ = near_duplicate_edges(emb, texts, cosine_threshold=0.9, jaccard_threshold=0.5)
+    strict = set(zip(lo.tolist(), hi.tolist(), strict=True))
+    lo, hi, _, jac = near_duplicate_edges(
+        emb, texts, cosine_threshold=0.9, jaccard_threshold=0.5, word_jaccard_threshold=0.7
+    )
+    loose = set(zip(lo.tolist(), hi.tolist(), strict=True))
+    assert (1, 2) not in strict and (1, 2) in loose
+    assert not any(3 in pair for pair in loose)
+    assert strict <= loose

@@ -467,3 +467,13 @@ def test_json_writes_lone_surrogates_from_data(case, tmp_path):
     back = Report.from_dict(json.loads(paths["json"].read_text(encoding="utf-8")))
     assert back.findings[0].record_ids == ("ok-\u00e9", "bad-\ud800")
     assert "bad-" in paths["md"].read_text(encoding="utf-8")
+
+
+def test_every_registered_check_says_why_it_matters():
+    """Each check's findings carry our own one-sentence reason in the reports (not the
+    rules file's `why`, which a pull request could rewrite); a new check needs one."""
+    from auditor.checks import registry
+    from auditor.report._common import WHY
+
+    missing = sorted(set(registry()) - set(WHY))
+    assert missing == [], f"no WHY sentence for: {missing}"

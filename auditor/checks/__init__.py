@@ -29,6 +29,7 @@ _FAMILIES: tuple[str, ...] = (
     "auditor.checks.flips",
     "auditor.checks.support",
     "auditor.checks.descriptors",
+    "auditor.checks.lexical",
     "auditor.checks.novelty",
     "auditor.checks.validity",
     "auditor.checks.diversity",

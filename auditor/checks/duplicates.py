@@ -30,7 +30,7 @@ Method:
    Such a group is reported with ``scope="response_group"`` and the shared response.
 5. The group tests use the check's whole level (no split with a rate test), so a group
    of s records all in current reaches about share^s: 2^-10 = 9.7e-4 for 10 of 2,000
-   vs 2,000, below the default gate (0.01 / 8) after BH over a handful of testable groups.
+   vs 2,000, below the default gate (0.01 / 9) after BH over a handful of testable groups.
 """
 
 from __future__ import annotations
@@ -81,6 +81,7 @@ def near_duplicate_edges(
     cosine_threshold: float,
     jaccard_threshold: float,
     seed: int = 0,
+    word_jaccard_threshold: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Edges ``(i, j, cosine, jaccard)``, i < j, between near-duplicate rows.
 
@@ -91,6 +92,12 @@ def near_duplicate_edges(
     to the string sets of :func:`shingles` up to hash collisions (~1e-6 per pair).  With
     ``emb=None`` (no embeddings of these texts) the test is lexical only and ``cosine`` is
     NaN.
+
+    With ``word_jaccard_threshold``, a candidate that fails the shingle test still counts
+    when the Jaccard of its two word *sets* reaches that threshold: in a record of 15
+    words, two one-word edits break up to 6 of its 13 shingles (Jaccard ~0.4) while
+    leaving its word set nearly whole, so near-copies of short records would otherwise
+    split off their group.
     """
     n = len(texts) if emb is None else emb.shape[0]
     empty = np.zeros(0, dtype=np.int64)
@@ -116,6 +123,12 @@ def near_duplicate_edges(
         lo, hi, cos = lo[keep], hi[keep], cos[keep]
     jac = pair_jaccard(values, starts, lo, hi)
     ok = jac >= jaccard_threshold
+    if word_jaccard_threshold is not None and not ok.all():
+        for e in np.flatnonzero(~ok):
+            wj = jaccard(frozenset(words(texts[int(lo[e])])), frozenset(words(texts[int(hi[e])])))
+            if wj >= word_jaccard_threshold:
+                ok[e] = True
+                jac[e] = wj
     return lo[ok], hi[ok], cos[ok], jac[ok]
 
 
@@ -213,11 +226,13 @@ def near_duplicates(
     response_cosine_threshold: float = 0.95,
     response_jaccard_threshold: float = 0.5,
     min_response_words: int = 8,
+    word_jaccard_threshold: float = 0.7,
 ) -> list[Finding]:
     """Groups of near-duplicate records or responses more common in the current batch than in the reference.
 
     Near-duplicates: embedding cosine >= ``cosine_threshold`` and word 3-shingle Jaccard
-    >= ``jaccard_threshold`` (candidates from seeded MinHash LSH).  When both inputs have
+    >= ``jaccard_threshold``, or word-set Jaccard >= ``word_jaccard_threshold`` (short
+    records; candidates from seeded MinHash LSH).  When both inputs have
     responses, two records whose responses (at least ``min_response_words`` words) are
     near-duplicates (response-view cosine >= ``response_cosine_threshold``, Jaccard >=
     ``response_jaccard_threshold``) are linked too: one long answer given to many
@@ -234,7 +249,12 @@ def near_duplicates(
     emb = np.concatenate([np.asarray(ref.embeddings), np.asarray(cur.embeddings)], axis=0)
     texts = tuple(ref.texts) + tuple(cur.texts)
     lo, hi, cos, jac = near_duplicate_edges(
-        emb, texts, cosine_threshold=cosine_threshold, jaccard_threshold=jaccard_threshold, seed=seed
+        emb,
+        texts,
+        cosine_threshold=cosine_threshold,
+        jaccard_threshold=jaccard_threshold,
+        seed=seed,
+        word_jaccard_threshold=word_jaccard_threshold,
     )
     resp = response_edges(
         ref,

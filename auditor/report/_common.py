@@ -252,6 +252,12 @@ WHY: dict[str, str] = {
     "near_duplicates": "A few examples are repeated as near-copies, which amplifies their weight in training beyond the reference's own duplicate rate.",
     "flipped_responses": "Prompts like the reference's get different answers, which teaches the model different behaviour for the same request.",
     "off_support": "Records lie outside anything the reference covers: new material nobody reviewed against the reference.",
+    "descriptors": "A simple property of the records (length, empty answers, script, label mix) moved: the batch was selected or rewritten along it.",
+    "term_topics": "Records carrying a group of content words are over- or under-represented: a topic was pushed or starved, named by its words.",
+    "novelty": "Instructions copy a seed or an earlier instruction beyond the pipeline's own ROUGE-L filter: the pool is less new than it claims.",
+    "validity": "Records the generating pipeline's own filters would have dropped are present: the filter did not hold.",
+    "diversity": "The instructions collapse onto a few verb-object task types compared with the seeds: the pool teaches a narrower range of tasks.",
+    "contamination": "Records copy an evaluation set: a model trained on them is scored on what it has seen.",
     "gate": "This rule could not run on these inputs, so the gate cannot have failed through it: a pass here is not evidence.",
 }
 
