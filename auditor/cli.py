@@ -855,7 +855,11 @@ def selfinstruct_cmd(
     id_field: IdFieldOpt = None,
     rules: Annotated[
         Path | None,
-        typer.Option("--rules", help="Rules YAML replacing rules/selfinstruct.yaml (which checks run, how graded)."),
+        typer.Option(
+            "--rules",
+            callback=_rules_path,
+            help="Rules YAML replacing rules/selfinstruct.yaml (which checks run, how graded).",
+        ),
     ] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for report.json and report.md.")] = Path(
         "auditor-report"
