@@ -66,6 +66,11 @@ def record_text(r: dict[str, str]) -> str:
     return "\n".join(p for p in (r["instruction"], r["input"], r["output"]) if p)
 
 
+def numbered_record(r: dict[str, str], i: int) -> str:
+    """One JSONL line: Alpaca record ``r`` made distinct as copy ``i`` (large synthetic files)."""
+    return json.dumps({"instruction": f"{r['instruction']} (#{i})", "input": r["input"], "output": r["output"]}) + "\n"
+
+
 def unit(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
@@ -514,16 +519,7 @@ def bench_streaming(quick: bool) -> dict[str, Any]:
         with open(big, "w", encoding="utf-8") as f:
             for i in range(n_big):
                 r = recs[i % len(recs)]
-                f.write(
-                    json.dumps(
-                        {
-                            "instruction": f"{r['instruction']} (#{i})",
-                            "input": r["input"],
-                            "output": r["output"],
-                        }
-                    )
-                    + "\n"
-                )
+                f.write(numbered_record(r, i))
         out["file"] = {"records": n_big, "mib": round(big.stat().st_size / 2**20)}
         embed = [*AUDITOR, "embed", str(big), "--model", "static", "-q"]
         full = run_with_rss([*embed, "--cache-dir", str(t / "c1")])

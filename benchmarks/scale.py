@@ -24,23 +24,15 @@ sys.path.insert(0, str(ROOT))
 
 
 def make_shards(folder: Path, n: int, shards: int) -> None:
+    from benchmarks.run import numbered_record
+
     base = json.loads((ROOT / "tests" / "fixtures" / "alpaca_5000.json").read_text())
     folder.mkdir(parents=True, exist_ok=True)
     per = -(-n // shards)
     for s in range(shards):
         with open(folder / f"part-{s:05d}.jsonl", "w", encoding="utf-8") as f:
             for i in range(s * per, min(n, (s + 1) * per)):
-                r = base[i % len(base)]
-                f.write(
-                    json.dumps(
-                        {
-                            "instruction": f"{r['instruction']} (#{i})",
-                            "input": r["input"],
-                            "output": r["output"],
-                        }
-                    )
-                    + "\n"
-                )
+                f.write(numbered_record(base[i % len(base)], i))
 
 
 def throughput(models: list[str], n: int = 5000, n_minilm: int = 400) -> dict[str, float]:
