@@ -344,6 +344,19 @@ def _stderr_console(quiet: bool):  # type: ignore[no-untyped-def]
     return Console(stderr=True, quiet=quiet)
 
 
+def _write_stdout(text: str) -> None:
+    """Write to stdout; a reader that closed the pipe early (``| head``) is not an error:
+    the reports are already written and the verdict still decides the exit code."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # point stdout at /dev/null so the interpreter's final flush does not fail again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
 def _finish(report, *, written, junit, json_out, quiet, header=None):  # type: ignore[no-untyped-def]
     """The common end of audit, diff and trend: JUnit, --json, the terminal table, the exit code."""
     from auditor.report import render_junit, render_terminal, to_json, write_text_atomic
@@ -351,7 +364,7 @@ def _finish(report, *, written, junit, json_out, quiet, header=None):  # type: i
     if junit is not None:
         write_text_atomic(junit, render_junit(report))
     if json_out:
-        sys.stdout.write(to_json(report))
+        _write_stdout(to_json(report))
     console = _stderr_console(quiet)
     if header:
         console.print(header, highlight=False)
@@ -731,7 +744,7 @@ def history_cmd(
         raise typer.Exit(1)
     rows = result.rows
     if json_out:
-        sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
+        _write_stdout(json.dumps(result.to_dict(), indent=2) + "\n")
     else:
         typer.echo(
             f"{'#':>3}  {'round':<20} {'parent':<20} {'records':>8} {'added':>7} {'removed':>8} "

@@ -267,3 +267,22 @@ def test_readme_exit_code_table_lists_3():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     table = readme[readme.index("### Exit codes") :].split("\n### ")[0]
     assert "| 3 |" in table and "--debug" in table
+
+
+def test_closed_stdout_pipe_keeps_the_verdict_exit_code():
+    """`auditor audit --json | head`: the reader closing the pipe early is not an error;
+    the process keeps its own exit code and prints no traceback."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from auditor.cli import _write_stdout; "
+        "_write_stdout('x' * (1 << 20)); _write_stdout('more'); sys.exit(7)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.read(10)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 7, err
+    assert "Traceback" not in err and "BrokenPipe" not in err
