@@ -275,14 +275,19 @@ def test_closed_stdout_pipe_keeps_the_verdict_exit_code():
     import subprocess
     import sys
 
+    # the child writes only after the parent has closed its end (told so on stdin), so
+    # the write always meets a closed pipe
     code = (
-        "import sys; from auditor.cli import _write_stdout; "
+        "import sys; from auditor.cli import _write_stdout; sys.stdin.readline(); "
         "_write_stdout('x' * (1 << 20)); _write_stdout('more'); sys.exit(7)"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdout is not None and proc.stderr is not None
-    proc.stdout.read(10)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     proc.stdout.close()
+    proc.stdin.write(b"go\n")
+    proc.stdin.close()
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 7, err
     assert "Traceback" not in err and "BrokenPipe" not in err
