@@ -169,3 +169,21 @@ def test_mmd_check_through_the_hook_equals_local() -> None:
     assert local.details["method"] == "rff"
     assert remote.p_value == local.p_value
     assert abs(float(remote.statistic) - float(local.statistic)) <= 1e-5 * abs(float(local.statistic))  # type: ignore[arg-type]
+
+
+def test_kmeans_assignment_through_the_hook_equals_local() -> None:
+    from auditor import index
+    from auditor.engine import _NEAREST
+    from auditor.engine.aggregate import nearest_centroids
+    from tests.helpers import alpaca_minilm
+
+    x = alpaca_minilm()[:1500]
+    local_c, local_a = index.kmeans(x, 40, seed=3)
+    token = _NEAREST.set(lambda xs, cs: nearest_centroids(xs, cs, shard=97, ex=Serial()))
+    try:
+        remote_c, remote_a = index.kmeans(x, 40, seed=3)
+    finally:
+        _NEAREST.reset(token)
+    np.testing.assert_array_equal(remote_c, local_c)  # fitted on the same seeded sample
+    assert np.unique(local_a).size > 20
+    np.testing.assert_array_equal(remote_a, local_a)

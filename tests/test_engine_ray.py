@@ -158,7 +158,17 @@ def test_minhash_pass_on_ray_equals_local(cluster: str) -> None:
         np.testing.assert_array_equal(a, b)
 
 
+def _assign(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """The local engine's assignment (auditor.index.kmeans): one faiss search of every row."""
+    from auditor import index
+
+    ix = index.faiss.IndexFlatIP(centroids.shape[1])
+    ix.add(centroids)
+    return ix.search(index.normalize(x), 1)[1][:, 0].astype(np.int64)
+
+
 def test_counting_passes_on_ray_equal_local(cluster: str) -> None:
+    from auditor import index
     from auditor.checks.lexical import _record_words
     from auditor.checks.triggers import count_ngrams
     from auditor.engine.aggregate import RayPasses
@@ -181,7 +191,9 @@ def test_counting_passes_on_ray_equal_local(cluster: str) -> None:
         words, gram_tokens, pair_gram, pair_doc, df = backend.ngrams(texts, max_n=4, min_count=5)
         carriers = backend.carriers(texts, _record_words, min_records=3)
         rff = backend.rff(x, y, permutations=199, bandwidth=1.0, rng=np.random.default_rng(3), features=128)
-    assert [c["pass"] for c in backend.stats.calls] == ["ngrams", "word_carriers", "mmd_rff"]
+        centroids = index.normalize(emb[::40])
+        nearest = backend.nearest(index.normalize(emb), centroids)
+    assert [c["pass"] for c in backend.stats.calls] == ["ngrams", "word_carriers", "mmd_rff", "kmeans_assign"]
     assert all(c["shards"] > 1 for c in backend.stats.calls)
     assert words == want.words and len(df) == len(want.df) == 4 and int(want.df[3].sum()) > 0
     for got, exp in zip(
@@ -191,6 +203,7 @@ def test_counting_passes_on_ray_equal_local(cluster: str) -> None:
             np.testing.assert_array_equal(a, b)
     assert carriers == {w: d for w, d in local_words.items() if len(d) >= 3}
     np.testing.assert_allclose(rff, want_rff, rtol=1e-5)
+    np.testing.assert_array_equal(nearest, _assign(emb, centroids))
 
 
 def test_audit_with_every_pass_on_ray_equals_local(
@@ -198,6 +211,7 @@ def test_audit_with_every_pass_on_ray_equals_local(
 ) -> None:
     """run_audit on the Ray engine, with shards small enough that every distributed pass
     splits its work, gives the local engine's findings; mmd takes its random-feature path."""
+    from auditor import enrichment
     from auditor.engine import aggregate
     from auditor.rules import DEFAULT_RULES_PATH
 
@@ -212,6 +226,8 @@ def test_audit_with_every_pass_on_ray_equals_local(
     enc = FakeEncoder()
     local = run_audit(sc.current, sc.reference, encoder=enc, cache_dir=tmp_path / "c", seed=2, rules=rules)
     monkeypatch.setattr(aggregate, "SHARD", 150)
+    # the local run's k-means partitions are memoised: forget them so the Ray run fits its own
+    monkeypatch.setattr(enrichment, "_PARTITIONS", type(enrichment._PARTITIONS)())
     backends: list[aggregate.RayPasses] = []
     enter = aggregate.RayPasses.__enter__
 
@@ -225,7 +241,7 @@ def test_audit_with_every_pass_on_ray_equals_local(
     )
     (backend,) = backends
     ran = {c["pass"]: c for c in backend.stats.calls}
-    assert {"ngrams", "word_carriers", "mmd_rff", "minhash_lsh"} <= set(ran), ran
+    assert {"ngrams", "word_carriers", "mmd_rff", "minhash_lsh", "kmeans_assign"} <= set(ran), ran
     assert all(c["shards"] > 1 for c in ran.values())
     mmd = [f for f in local.report.findings if f.check == "mmd"]
     assert mmd and mmd[0].details["method"] == "rff"

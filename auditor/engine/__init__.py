@@ -50,6 +50,7 @@ _NGRAMS: ContextVar[Callable[..., NGramResult] | None] = ContextVar("auditor_ngr
 _CARRIERS: ContextVar[Callable[..., dict[str, list[int]]] | None] = ContextVar(
     "auditor_carriers", default=None
 )
+_NEAREST: ContextVar[Callable[..., Any] | None] = ContextVar("auditor_nearest", default=None)
 _RFF: ContextVar[Callable[..., Any] | None] = ContextVar("auditor_rff", default=None)
 
 
@@ -68,6 +69,13 @@ def distributed_word_carriers(
     active engine (``words_fn`` runs on the workers); None on the local engine."""
     backend = _CARRIERS.get()
     return None if backend is None else backend(texts, words_fn, min_records=min_records)
+
+
+def distributed_nearest_centroid(x: Any, centroids: Any) -> Any:
+    """k-means assignment: the index (int64) of each unit-norm row's most similar centroid,
+    computed by the active engine; None on the local engine."""
+    backend = _NEAREST.get()
+    return None if backend is None else backend(x, centroids)
 
 
 def distributed_mmd_rff(
@@ -94,9 +102,11 @@ def passes(engine: str = "local", address: str | None = None, **kwargs: Any) -> 
     with RayPasses(address, **kwargs) as backend:
         t_lsh, t_ngrams = _LSH.set(backend.lsh), _NGRAMS.set(backend.ngrams)
         t_carriers, t_rff = _CARRIERS.set(backend.carriers), _RFF.set(backend.rff)
+        t_nearest = _NEAREST.set(backend.nearest)
         try:
             yield
         finally:
+            _NEAREST.reset(t_nearest)
             _RFF.reset(t_rff)
             _CARRIERS.reset(t_carriers)
             _NGRAMS.reset(t_ngrams)

@@ -159,6 +159,13 @@ class RayPasses:
         self._log("word_carriers", len(texts), t0, words=len(out))
         return out
 
+    def nearest(self, x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+        """``distributed_nearest_centroid`` on the cluster (see :func:`nearest_centroids`)."""
+        t0 = time.perf_counter()
+        out = nearest_centroids(x, centroids, shard=self.shard, ex=self)
+        self._log("kmeans_assign", len(x), t0, centroids=len(centroids))
+        return out
+
     def rff(
         self,
         x: np.ndarray,
@@ -490,3 +497,33 @@ def rff_values(
     for p in parts:
         acc += p
     return (acc * acc).sum(0) / half
+
+
+# --------------------------------------------------------------------------- centroid assignment
+# k-means (auditor.index.kmeans, used by the clusters check's label-blind partitions) fits
+# its centroids on a seeded sample of at most 256 points per centroid (faiss), then assigns
+# every record to its nearest centroid by exact search: that assignment, a row-wise argmax,
+# is what runs on the shards.  faiss's blocked BLAS search does not give bit-identical
+# similarities for a shard and for the same rows inside the whole (measured), so a record
+# whose two best centroids tie to float32 rounding could go either way; elsewhere the
+# assignment is the local one.
+
+
+def _nearest_task(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Map: index of each row's most similar centroid (inner product), int64."""
+    import faiss
+
+    from auditor import index  # noqa: F401  (sets faiss's thread and wait policy first)
+
+    ix = faiss.IndexFlatIP(centroids.shape[1])
+    ix.add(np.ascontiguousarray(centroids, dtype=np.float32))
+    _, found = ix.search(np.ascontiguousarray(x, dtype=np.float32), 1)
+    return found[:, 0].astype(np.int64)
+
+
+def nearest_centroids(x: np.ndarray, centroids: np.ndarray, *, shard: int, ex: Executor) -> np.ndarray:
+    """The nearest centroid of every row of ``x`` (rows and centroids unit-norm), as map
+    steps over shards of ``shard`` rows."""
+    bounds = [(s, e) for s, e in shard_bounds(len(x), shard) if e > s]
+    parts = ex.map(_nearest_task, [(x[s:e], centroids) for s, e in bounds])
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
