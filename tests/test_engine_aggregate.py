@@ -187,3 +187,32 @@ def test_kmeans_assignment_through_the_hook_equals_local() -> None:
     np.testing.assert_array_equal(remote_c, local_c)  # fitted on the same seeded sample
     assert np.unique(local_a).size > 20
     np.testing.assert_array_equal(remote_a, local_a)
+
+
+def test_knn_through_the_hook_equals_local() -> None:
+    from auditor import index
+    from auditor.engine import _KNN
+    from auditor.engine.aggregate import sharded_knn
+    from auditor.neighbours import candidate_knn
+    from tests.helpers import alpaca_minilm
+
+    x = alpaca_minilm()[:1200]
+    local = index.knn(x[:700], x[500:], 11)
+    local_cand = candidate_knn(x[:700], x[500:], 5, proj_dim=32, seed=1)
+    calls: list[int] = []
+
+    def sharded(base: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        calls.append(len(queries))
+        return sharded_knn(base, queries, k, shard=83, ex=Serial())
+
+    token = _KNN.set(sharded)
+    try:
+        remote = index.knn(x[:700], x[500:], 11)
+        remote_cand = candidate_knn(x[:700], x[500:], 5, proj_dim=32, seed=1)
+    finally:
+        _KNN.reset(token)
+    assert calls == [700, 700]
+    np.testing.assert_array_equal(remote[1], local[1])
+    np.testing.assert_allclose(remote[0], local[0], rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(remote_cand[1], local_cand[1])
+    np.testing.assert_array_equal(remote_cand[0], local_cand[0])  # re-ranked by exact cosine

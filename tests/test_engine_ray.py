@@ -193,7 +193,9 @@ def test_counting_passes_on_ray_equal_local(cluster: str) -> None:
         rff = backend.rff(x, y, permutations=199, bandwidth=1.0, rng=np.random.default_rng(3), features=128)
         centroids = index.normalize(emb[::40])
         nearest = backend.nearest(index.normalize(emb), centroids)
-    assert [c["pass"] for c in backend.stats.calls] == ["ngrams", "word_carriers", "mmd_rff", "kmeans_assign"]
+        sims, nb = backend.knn(index.normalize(emb), index.normalize(emb[::2]), 6)  # type: ignore[misc]
+    passes = ["ngrams", "word_carriers", "mmd_rff", "kmeans_assign", "knn"]
+    assert [c["pass"] for c in backend.stats.calls] == passes
     assert all(c["shards"] > 1 for c in backend.stats.calls)
     assert words == want.words and len(df) == len(want.df) == 4 and int(want.df[3].sum()) > 0
     for got, exp in zip(
@@ -204,6 +206,9 @@ def test_counting_passes_on_ray_equal_local(cluster: str) -> None:
     assert carriers == {w: d for w, d in local_words.items() if len(d) >= 3}
     np.testing.assert_allclose(rff, want_rff, rtol=1e-5)
     np.testing.assert_array_equal(nearest, _assign(emb, centroids))
+    want_sims, want_nb = index.knn(emb, emb[::2], 6)  # no engine active here: the local search
+    np.testing.assert_array_equal(nb, want_nb)
+    np.testing.assert_allclose(sims, want_sims, rtol=0, atol=1e-6)
 
 
 def test_audit_with_every_pass_on_ray_equals_local(
@@ -241,7 +246,7 @@ def test_audit_with_every_pass_on_ray_equals_local(
     )
     (backend,) = backends
     ran = {c["pass"]: c for c in backend.stats.calls}
-    assert {"ngrams", "word_carriers", "mmd_rff", "minhash_lsh", "kmeans_assign"} <= set(ran), ran
+    assert {"ngrams", "word_carriers", "mmd_rff", "minhash_lsh", "kmeans_assign", "knn"} <= set(ran), ran
     assert all(c["shards"] > 1 for c in ran.values())
     mmd = [f for f in local.report.findings if f.check == "mmd"]
     assert mmd and mmd[0].details["method"] == "rff"

@@ -51,6 +51,7 @@ _CARRIERS: ContextVar[Callable[..., dict[str, list[int]]] | None] = ContextVar(
     "auditor_carriers", default=None
 )
 _NEAREST: ContextVar[Callable[..., Any] | None] = ContextVar("auditor_nearest", default=None)
+_KNN: ContextVar[Callable[..., Any] | None] = ContextVar("auditor_knn", default=None)
 _RFF: ContextVar[Callable[..., Any] | None] = ContextVar("auditor_rff", default=None)
 
 
@@ -78,6 +79,14 @@ def distributed_nearest_centroid(x: Any, centroids: Any) -> Any:
     return None if backend is None else backend(x, centroids)
 
 
+def distributed_knn(base: Any, queries: Any, k: int) -> Any:
+    """Exact kNN by inner product of unit-norm rows: ``(sims, idx)`` of the ``k`` best rows
+    of ``base`` for each query, computed by the active engine; None on the local engine
+    and when the engine keeps a search this small here."""
+    backend = _KNN.get()
+    return None if backend is None else backend(base, queries, k)
+
+
 def distributed_mmd_rff(
     x: Any, y: Any, *, permutations: int, bandwidth: float, rng: Any, features: int, device: str
 ) -> Any:
@@ -102,10 +111,11 @@ def passes(engine: str = "local", address: str | None = None, **kwargs: Any) -> 
     with RayPasses(address, **kwargs) as backend:
         t_lsh, t_ngrams = _LSH.set(backend.lsh), _NGRAMS.set(backend.ngrams)
         t_carriers, t_rff = _CARRIERS.set(backend.carriers), _RFF.set(backend.rff)
-        t_nearest = _NEAREST.set(backend.nearest)
+        t_nearest, t_knn = _NEAREST.set(backend.nearest), _KNN.set(backend.knn)
         try:
             yield
         finally:
+            _KNN.reset(t_knn)
             _NEAREST.reset(t_nearest)
             _RFF.reset(t_rff)
             _CARRIERS.reset(t_carriers)

@@ -133,6 +133,11 @@ class RayPasses:
         results = ray.get([r[0] for r in refs])
         return [(res, r[1]) for res, r in zip(results, refs)]
 
+    def put(self, obj: Any) -> Any:
+        """:class:`Executor` on Ray: ``obj`` in the object store, read in place by each task
+        on a node (numpy arrays are not copied)."""
+        return self._ray().put(obj)
+
     def _log(self, name: str, n: int, t0: float, **extra: Any) -> None:
         self.stats.calls.append(
             {"pass": name, "records": n, "shards": max(1, -(-n // self.shard)),
@@ -164,6 +169,16 @@ class RayPasses:
         t0 = time.perf_counter()
         out = nearest_centroids(x, centroids, shard=self.shard, ex=self)
         self._log("kmeans_assign", len(x), t0, centroids=len(centroids))
+        return out
+
+    def knn(self, base: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """``distributed_knn`` on the cluster (see :func:`sharded_knn`); None when the
+        queries fit in one shard (one task would only add the round trip)."""
+        if len(queries) <= self.shard:
+            return None
+        t0 = time.perf_counter()
+        out = sharded_knn(base, queries, k, shard=self.shard, ex=self)
+        self._log("knn", len(queries), t0, base=len(base), k=k)
         return out
 
     def rff(
@@ -223,6 +238,10 @@ class RayPasses:
 class Executor(Protocol):
     """Runs one map step over every shard."""
 
+    def put(self, obj: Any) -> Any:
+        """A handle for ``obj`` that many map steps read (stored once, not sent per step)."""
+        ...
+
     def map(
         self, fn: Callable[..., Any], args: Sequence[tuple[Any, ...]], *, stateful: bool = False
     ) -> list[Any]:
@@ -234,6 +253,10 @@ class Executor(Protocol):
 
 class Serial:
     """The in-process executor: every map step here, one shard after another."""
+
+    def put(self, obj: Any) -> Any:
+        """See :class:`Executor`."""
+        return obj
 
     def map(
         self, fn: Callable[..., Any], args: Sequence[tuple[Any, ...]], *, stateful: bool = False
@@ -527,3 +550,37 @@ def nearest_centroids(x: np.ndarray, centroids: np.ndarray, *, shard: int, ex: E
     bounds = [(s, e) for s, e in shard_bounds(len(x), shard) if e > s]
     parts = ex.map(_nearest_task, [(x[s:e], centroids) for s, e in bounds])
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+# --------------------------------------------------------------------------- kNN search
+# Exact k-nearest-neighbour search (auditor.index.knn: every kNN of the checks, including
+# the candidate search of auditor.neighbours), sharded by query: the index (the base
+# vectors) is stored once per node, each task searches its queries with the same faiss
+# flat index, the driver concatenates.  A query's neighbours are a function of the query
+# and the whole base, so the result is the local one; faiss's blocked search can round a
+# similarity differently in the last bit for a different batch of queries (see the
+# centroid assignment), so two neighbours within float32 rounding of each other could
+# swap ranks.
+
+
+def _knn_task(base: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Map: ``(sims, idx)`` of the shard's queries against the whole base (faiss, exact)."""
+    from auditor import index
+
+    ix = index.faiss.IndexFlatIP(base.shape[1])
+    ix.add(base)
+    sims, idx = ix.search(queries, k)
+    return sims, idx.astype(np.int64)
+
+
+def sharded_knn(
+    base: np.ndarray, queries: np.ndarray, k: int, *, shard: int, ex: Executor
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` most similar rows of ``base`` (unit-norm float32) for every query, as map
+    steps over shards of ``shard`` queries: ``(sims, idx)``, best first."""
+    handle = ex.put(np.ascontiguousarray(base, dtype=np.float32))
+    bounds = [(s, e) for s, e in shard_bounds(len(queries), shard) if e > s]
+    parts = ex.map(_knn_task, [(handle, np.ascontiguousarray(queries[s:e]), k) for s, e in bounds])
+    if not parts:
+        return np.zeros((0, k), dtype=np.float32), np.zeros((0, k), dtype=np.int64)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
