@@ -5,7 +5,9 @@ Each measurement runs in a fresh subprocess (its peak RSS is the driver's):
     PYTHONPATH=. python benchmarks/engine_passes.py --n 100000 [--cpus 2] [--shard 25000]
 
 Passes: ``ngrams`` (triggers' count_ngrams), ``words`` (term_topics' word carriers), ``rff``
-(mmd's random-feature sums, 64-d vectors, B=1000 permutations, 1024 features).  Texts are
+(mmd's random-feature sums, 64-d vectors, B=1000 permutations, 1024 features), ``knn``
+(index.knn, 10 neighbours of n/2 queries among n/2 64-d vectors, as candidate_knn's
+projected search runs).  Texts are
 the Alpaca fixture's records made distinct by a copy number (as benchmarks/run.py does).
 Ray's start-up is timed apart from the pass.
 """
@@ -40,10 +42,10 @@ def one(pass_: str, engine: str, n: int, cpus: int, shard: int) -> dict[str, obj
     from auditor.engine.aggregate import RayPasses, Serial, ngram_counts, rff_values, word_carriers
     from auditor.kernels import permutation_values
 
-    texts = _texts(n) if pass_ != "rff" else []
+    texts = _texts(n) if pass_ in ("ngrams", "words") else []
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((n // 2, 64)).astype(np.float32) if pass_ == "rff" else None
-    y = (rng.standard_normal((n - n // 2, 64)) + 0.01).astype(np.float32) if pass_ == "rff" else None
+    x = rng.standard_normal((n // 2, 64)).astype(np.float32) if pass_ in ("rff", "knn") else None
+    y = (rng.standard_normal((n - n // 2, 64)) + 0.01).astype(np.float32) if pass_ in ("rff", "knn") else None
     start = 0.0
     backend = None
     if engine == "ray":
@@ -67,6 +69,17 @@ def one(pass_: str, engine: str, n: int, cpus: int, shard: int) -> dict[str, obj
             size = sum(len(v) for v in carriers.values() if len(v) >= 10)
         else:
             size = sum(len(v) for v in backend.carriers(texts, _record_words, min_records=10).values())
+    elif pass_ == "knn":
+        from auditor import index
+
+        assert x is not None and y is not None
+        base, queries = index.normalize(x), index.normalize(y)
+        if backend is None:
+            size = int(index.knn(base, queries, 10)[1].size)
+        else:
+            res = backend.knn(base, queries, 10)
+            assert res is not None, "--shard must be below the number of queries"
+            size = int(res[1].size)
     else:
         assert x is not None and y is not None
         kw = {"permutations": 1000, "bandwidth": 11.0, "rng": np.random.default_rng(1), "features": 1024}
