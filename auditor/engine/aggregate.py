@@ -386,7 +386,7 @@ def ngram_counts(texts: Sequence[str], max_n: int, min_count: int, *, shard: int
         occ = np.zeros(uniq.size, dtype=np.int64)
         gids = [np.searchsorted(uniq, u) for u, _ in parts]
         for g, (_, c) in zip(gids, parts):
-            np.add.at(occ, g, c)
+            occ[g] += c  # a shard's codes are distinct, so are their global ids
         frequent = occ >= min_count
         cand = frequent & ~is_stop[table[:, 0]] & ~is_stop[table[:, -1]]
         assigned = ex.map(
