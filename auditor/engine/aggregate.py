@@ -1,20 +1,21 @@
 """The checks' heavy passes as distributed aggregations on Ray, equal to the local engine's.
 
-Implemented: the near-duplicate check's MinHash LSH pass (``auditor.minhash``).  At a
-million records it is the check's largest pass: every word 3-shingle of every text is
-hashed (~100 uint64 per record, plus the same again in temporaries) and hashed again by
-each of the 40 MinHash functions.  Here:
+Each pass is a set of map steps over shards of ``SHARD`` records plus reduce steps on the
+driver, written once against an :class:`Executor` (``Serial`` here, ``RayPasses`` on Ray);
+a check reaches it through its hook in :mod:`auditor.engine`.  The passes (what moves and
+what the driver keeps: docs/scale.md):
 
-- map (Ray tasks, one per ``shard`` texts): shingle hashes -> MinHash signatures -> one
-  64-bit bucket key per band, ``(shard, bands)`` uint64 back to the driver.  Every step
-  is a row-wise function of one text (word hashes are seeded, not per batch), so a shard's
-  keys are exactly the rows of the local engine's keys;
-- reduce (driver): sort each band's keys and pair neighbours in a bucket
-  (``auditor.minhash.pairs_from_band_keys``, the local code); then the shingles of the
-  rows in a candidate pair only, for the exact Jaccard confirmation.
+- MinHash LSH (near_duplicates): band keys per shard, bucket pairing and exact Jaccard on
+  the driver.  Every step is a row-wise function of one text (word hashes are seeded, not
+  per batch), so a shard's keys are exactly the rows of the local engine's keys; the
+  driver holds 160 B per record instead of every shingle;
+- n-gram counts (triggers' ``count_ngrams``) and word carriers (term_topics): per-shard
+  vocabularies, codes and counts merged exactly (set unions, integer sums, sorts);
+- k-means assignment and kNN search (``auditor.index``): row-wise faiss searches per shard;
+- random-feature MMD sums (mmd): additive per-shard feature sums, the permutations drawn
+  on the driver exactly as the local code draws them.
 
-The driver holds 8 bytes x bands per record (160 B at 20 bands) instead of every shingle:
-~0.2 GB instead of several GB at a million records.  Nothing is subsampled.
+Nothing is subsampled here.
 """
 
 from __future__ import annotations
