@@ -10,7 +10,17 @@ from auditor import planted
 from auditor.checks.duplicates import near_duplicate_edges
 from auditor.checks.lexical import _record_words
 from auditor.checks.triggers import count_ngrams
-from auditor.engine import _LSH, _RFF, distributed_lsh, passes
+from auditor.engine import (
+    _LSH,
+    _RFF,
+    distributed_knn,
+    distributed_lsh,
+    distributed_mmd_rff,
+    distributed_nearest_centroid,
+    distributed_ngrams,
+    distributed_word_carriers,
+    passes,
+)
 from auditor.engine.aggregate import (
     Serial,
     lsh_from_keys,
@@ -55,6 +65,12 @@ def test_hook_is_off_on_the_local_engine_and_used_when_set() -> None:
     texts = _texts()
     with passes("local"):
         assert distributed_lsh(texts, bands=20, rows=2, seed=0) is None
+        assert distributed_ngrams(texts, max_n=4, min_count=5) is None
+        assert distributed_word_carriers(texts, _record_words, min_records=5) is None
+        x = np.eye(4, dtype=np.float32)
+        assert distributed_nearest_centroid(x, x) is None and distributed_knn(x, x, 2) is None
+        kw = {"permutations": 99, "bandwidth": 1.0, "rng": np.random.default_rng(0), "features": 16}
+        assert distributed_mmd_rff(x, x, device="cpu", **kw) is None  # type: ignore[arg-type]
     local = near_duplicate_edges(None, texts, cosine_threshold=0.9, jaccard_threshold=0.5, seed=3)
     calls: list[int] = []
 
