@@ -10,6 +10,11 @@ Passes: ``ngrams`` (triggers' count_ngrams), ``words`` (term_topics' word carrie
 projected search runs).  Texts are
 the Alpaca fixture's records made distinct by a copy number (as benchmarks/run.py does).
 Ray's start-up is timed apart from the pass.
+
+``--audit N`` instead runs the whole default gate (``run_audit``) on N + N Alpaca fixture
+records with their real MiniLM vectors (tests/fixtures), a 2% trigger planted (texts only),
+mmd on its random-feature path (``max_per_side`` 1000), shards of ``--shard`` records, on
+both engines, and compares the findings (check, severity, record ids, p to 1e-9).
 """
 
 from __future__ import annotations
@@ -99,6 +104,51 @@ def one(pass_: str, engine: str, n: int, cpus: int, shard: int) -> dict[str, obj
     }  # fmt: skip
 
 
+def audit(n: int, cpus: int, shard: int, engine: str) -> dict[str, object]:
+    """One run_audit on ``engine``: its wall time, driver peak RSS and findings."""
+    import tempfile
+
+    from auditor import planted
+    from auditor.api import run_audit
+    from auditor.engine import aggregate
+    from auditor.rules import DEFAULT_RULES_PATH
+
+    rows = json.loads((ROOT / "tests" / "fixtures" / "alpaca_5000.json").read_text(encoding="utf-8"))
+    with np.load(ROOT / "tests" / "fixtures" / "alpaca_minilm.npz", allow_pickle=False) as z:
+        emb = z["embeddings"].astype(np.float32)
+    sc = planted.trigger(planted.records_from_alpaca(rows), 0.02, seed=0, n=n)
+
+    def vectors(ids: tuple[str, ...]) -> np.ndarray:
+        return emb[[int(i.split("-")[0][1:]) for i in ids]]
+
+    text = DEFAULT_RULES_PATH.read_text(encoding="utf-8").replace(
+        "max_per_side: 5000}", "max_per_side: 1000}"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        rules = Path(tmp) / "rules.yaml"
+        rules.write_text(text, encoding="utf-8")
+        aggregate.SHARD = shard
+        kw: dict[str, object] = {"embeddings": vectors(sc.current.ids), "rules": rules, "seed": 0}
+        kw["reference_embeddings"] = vectors(sc.reference.ids)
+        backend = None
+        if engine == "ray":
+            backend = aggregate.RayPasses(num_cpus=cpus).__enter__()
+            backend._ray()  # start Ray outside the timed run
+        t0 = time.perf_counter()
+        run = run_audit(sc.current, sc.reference, engine=engine, **kw)  # type: ignore[arg-type]
+        seconds = time.perf_counter() - t0
+        if backend is not None:
+            backend.__exit__(None, None, None)
+    return {
+        "engine": engine, "n_per_side": n, "shard": shard, "seconds": round(seconds, 2),
+        "driver_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "exit_code": run.report.exit_code,
+        "findings": sorted(
+            [f.check, f.severity, list(f.record_ids), f.p_value] for f in run.report.findings
+        ),
+    }  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n", type=int, default=100_000)
@@ -106,7 +156,26 @@ def main() -> None:
     ap.add_argument("--shard", type=int, default=25_000)
     ap.add_argument("--passes", default="ngrams,words,rff")
     ap.add_argument("--one", nargs=2, metavar=("PASS", "ENGINE"))
+    ap.add_argument("--audit", type=int, default=0, metavar="N")
+    ap.add_argument("--audit-engine", default="")
     a = ap.parse_args()
+    if a.audit and a.audit_engine:
+        print(json.dumps(audit(a.audit, a.cpus, a.shard, a.audit_engine)))
+        return
+    if a.audit:
+        got = {}
+        for engine in ("local", "ray"):
+            cmd = [sys.executable, __file__, "--audit", str(a.audit), "--audit-engine", engine]
+            cmd += ["--cpus", str(a.cpus), "--shard", str(a.shard)]
+            res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            got[engine] = json.loads(res.stdout.strip().splitlines()[-1])
+            print(json.dumps({k: v for k, v in got[engine].items() if k != "findings"}), flush=True)
+        lf, rf = got["local"]["findings"], got["ray"]["findings"]
+        same = [x[:3] for x in lf] == [x[:3] for x in rf] and all(
+            (p is None and q is None) or abs(p - q) <= 1e-9 for p, q in ((x[3], y[3]) for x, y in zip(lf, rf))
+        )
+        print(json.dumps({"findings": len(lf), "checks": sorted({x[0] for x in lf}), "identical": same}))
+        return
     if a.one:
         print(json.dumps(one(a.one[0], a.one[1], a.n, a.cpus, a.shard)))
         return
