@@ -258,3 +258,20 @@ def test_audit_with_every_pass_on_ray_equals_local(
         q = rp[k]
         assert (p is None and q is None) or abs(float(p) - float(q)) <= 1e-9  # type: ignore[arg-type]
     assert remote.report.exit_code == local.report.exit_code
+
+
+def test_worker_with_other_code_is_refused(cluster: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from auditor.checks.lexical import _record_words
+    from auditor.engine import aggregate
+
+    real = aggregate.code_fingerprint()
+    assert len(real) == 64
+    monkeypatch.setattr(aggregate, "code_fingerprint", lambda: "0" * 64)  # the driver's "other" code
+    texts = ["alpha bravo charlie", "alpha bravo delta"] * 3
+    with aggregate.RayPasses(shard=2) as backend:
+        with pytest.raises(
+            AuditorError, match=f"auditor code {real[:12]}.*same auditor version on every node"
+        ):
+            backend.carriers(texts, _record_words, min_records=1)
+        with pytest.raises(AuditorError, match="same auditor version on every node"):
+            backend.lsh(texts, bands=4, rows=2, seed=0)

@@ -20,14 +20,19 @@ Nothing is subsampled here.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from auditor.errors import AuditorError
 from auditor.minhash import band_keys, pairs_from_band_keys, shingle_hashes, signatures
 
 SHARD = 50_000  # texts per map task: ~40 MB of shingles in a worker
@@ -63,12 +68,50 @@ def lsh_from_keys(
     return lo, hi, values, starts
 
 
-def _keys_task(texts: list[str], bands: int, rows: int, seed: int) -> np.ndarray:
+@functools.cache
+def code_fingerprint() -> str:
+    """sha256 over the path and content of every Python source of the installed auditor
+    package: a map step runs the worker's copy of the code, so it must be the driver's."""
+    import auditor
+
+    root = Path(auditor.__file__).resolve().parent
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0")
+        h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def _same_code(fingerprint: str) -> None:
+    mine = code_fingerprint()
+    if fingerprint != mine:
+        raise AuditorError(
+            f"ray worker on {os.uname().nodename}: auditor code {mine[:12]}, the driver's is "
+            f"{fingerprint[:12]} (expected the same auditor version on every node)"
+        )
+
+
+def _keys_task(fingerprint: str, texts: list[str], bands: int, rows: int, seed: int) -> np.ndarray:
+    _same_code(fingerprint)
     return shard_band_keys(texts, bands=bands, rows=rows, seed=seed)
 
 
-def _apply(fn: Callable[..., Any], *args: Any) -> Any:
+def _apply(fingerprint: str, fn: Callable[..., Any], *args: Any) -> Any:
+    _same_code(fingerprint)
     return fn(*args)
+
+
+def _get(ray: Any, refs: Any) -> Any:
+    """``ray.get``, with an AuditorError raised in a task raised here as itself."""
+    from auditor.engine.ray_engine import _auditor_cause
+
+    try:
+        return ray.get(refs)
+    except Exception as e:
+        cause = _auditor_cause(e)
+        if cause is not None:
+            raise cause from None
+        raise
 
 
 @dataclass
@@ -128,10 +171,11 @@ class RayPasses:
         """:class:`Executor` on Ray: one task per shard; a stateful step's state stays in
         the object store (its handle is an ObjectRef, resolved where the next step runs)."""
         ray = self._ray()
+        fp = code_fingerprint()
         if not stateful:
-            return list(ray.get([self._apply.remote(fn, *a) for a in args]))
-        refs = [self._apply.options(num_returns=2).remote(fn, *a) for a in args]
-        results = ray.get([r[0] for r in refs])
+            return list(_get(ray, [self._apply.remote(fp, fn, *a) for a in args]))
+        refs = [self._apply.options(num_returns=2).remote(fp, fn, *a) for a in args]
+        results = _get(ray, [r[0] for r in refs])
         return [(res, r[1]) for res, r in zip(results, refs)]
 
     def put(self, obj: Any) -> Any:
@@ -211,13 +255,13 @@ class RayPasses:
         keys = np.empty((n, bands), dtype=np.uint64)
         pending = {}
         for s in range(0, n, self.shard):
-            ref = self._task.remote(list(texts[s : s + self.shard]), bands, rows, seed)
+            ref = self._task.remote(code_fingerprint(), list(texts[s : s + self.shard]), bands, rows, seed)
             pending[ref] = s
         while pending:
             # fill in place as shards finish: each result is freed once copied
             done, _ = ray.wait(list(pending), num_returns=1)
             s = pending.pop(done[0])
-            part = ray.get(done[0])
+            part = _get(ray, done[0])
             keys[s : s + part.shape[0]] = part
         t_map = time.perf_counter() - t0
         out = lsh_from_keys(texts, keys)
