@@ -102,8 +102,15 @@ def _ngram_texts() -> list[str]:
     pool = planted.records_from_alpaca(alpaca_records()[:600])
     sc = planted.trigger(pool, 0.05, seed=2, n=250)
     texts = [*sc.reference.texts, *sc.current.texts]
-    # empty records, one-word records and a phrase repeated inside one record
-    return [*texts, "", "ok", "alpha bravo alpha bravo alpha bravo", "Alpha, bravo!"]
+    # empty records, one-word records, a phrase repeated inside one record, non-ASCII words
+    extra = [
+        "",
+        "ok",
+        "alpha bravo alpha bravo alpha bravo",
+        "Alpha, bravo!",
+        "Grüße aus Köln, grüße aus köln",
+    ]
+    return [*texts, *extra, *["Grüße aus Köln 7 step"] * 6]
 
 
 def _assert_ngrams_equal(got: tuple, want: object) -> None:  # type: ignore[type-arg]
