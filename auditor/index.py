@@ -20,6 +20,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
+from auditor.engine import distributed_knn, distributed_nearest_centroid  # noqa: E402
+
 # faiss defaults to every core OpenMP sees; pin it explicitly so behaviour does not depend
 # on an inherited OMP_NUM_THREADS, and never ask for more threads than there are cores.
 faiss.omp_set_num_threads(max(1, os.cpu_count() or 1))
@@ -68,10 +70,14 @@ def kmeans(x: np.ndarray, k: int, *, seed: int, niter: int = 20) -> tuple[np.nda
     )
     km.train(xn)
     centroids = np.ascontiguousarray(km.centroids, dtype=np.float32)
-    index = faiss.IndexFlatIP(d)
-    index.add(centroids)
-    _, assign = index.search(xn, 1)
-    return centroids, assign[:, 0].astype(np.int64)
+    # engine hook (auditor.engine): on the Ray engine the assignment runs on the shards
+    assign = distributed_nearest_centroid(xn, centroids)
+    if assign is None:
+        index = faiss.IndexFlatIP(d)
+        index.add(centroids)
+        _, found = index.search(xn, 1)
+        assign = found[:, 0].astype(np.int64)
+    return centroids, assign
 
 
 def knn(index_vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -87,6 +93,9 @@ def knn(index_vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndar
     k = int(min(k, base.shape[0]))
     if k <= 0 or q.shape[0] == 0:
         return np.zeros((q.shape[0], 0), dtype=np.float32), np.zeros((q.shape[0], 0), dtype=np.int64)
+    remote = distributed_knn(base, q, k)  # engine hook (auditor.engine): None on the local engine
+    if remote is not None:
+        return remote
     index = faiss.IndexFlatIP(base.shape[1])
     index.add(base)
     sims, idx = index.search(q, k)

@@ -156,3 +156,122 @@ def test_minhash_pass_on_ray_equals_local(cluster: str) -> None:
     assert local[0].size > 0, "the planted near-duplicates must give edges"
     for a, b in zip(local, remote):
         np.testing.assert_array_equal(a, b)
+
+
+def _assign(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """The local engine's assignment (auditor.index.kmeans): one faiss search of every row."""
+    from auditor import index
+
+    ix = index.faiss.IndexFlatIP(centroids.shape[1])
+    ix.add(centroids)
+    return ix.search(index.normalize(x), 1)[1][:, 0].astype(np.int64)
+
+
+def test_counting_passes_on_ray_equal_local(cluster: str) -> None:
+    from auditor import index
+    from auditor.checks.lexical import _record_words
+    from auditor.checks.triggers import count_ngrams
+    from auditor.engine.aggregate import RayPasses
+    from auditor.kernels import permutation_values
+
+    pool = planted.records_from_alpaca(alpaca_records()[:700])
+    sc = planted.trigger(pool, 0.05, seed=6, n=300)
+    texts = [*sc.reference.texts, *sc.current.texts]
+    want = count_ngrams(texts, 4, 5)
+    local_words: dict[str, list[int]] = {}
+    for d, ws in enumerate(_record_words(texts)):
+        for w in ws:
+            local_words.setdefault(w, []).append(d)
+    emb = FakeEncoder().encode(texts)
+    x, y = emb[:300], emb[300:]
+    want_rff = permutation_values(
+        x, y, permutations=199, bandwidth=1.0, rng=np.random.default_rng(3), method="rff", features=128
+    )
+    with RayPasses(shard=97) as backend:  # several map tasks, spread over both nodes
+        words, gram_tokens, pair_gram, pair_doc, df = backend.ngrams(texts, max_n=4, min_count=5)
+        carriers = backend.carriers(texts, _record_words, min_records=3)
+        rff = backend.rff(x, y, permutations=199, bandwidth=1.0, rng=np.random.default_rng(3), features=128)
+        centroids = index.normalize(emb[::40])
+        nearest = backend.nearest(index.normalize(emb), centroids)
+        sims, nb = backend.knn(index.normalize(emb), index.normalize(emb[::2]), 6)  # type: ignore[misc]
+    passes = ["ngrams", "word_carriers", "mmd_rff", "kmeans_assign", "knn"]
+    assert [c["pass"] for c in backend.stats.calls] == passes
+    assert all(c["shards"] > 1 for c in backend.stats.calls)
+    assert words == want.words and len(df) == len(want.df) == 4 and int(want.df[3].sum()) > 0
+    for got, exp in zip(
+        (gram_tokens, pair_gram, pair_doc, df), (want.gram_tokens, want.pair_gram, want.pair_doc, want.df)
+    ):
+        for a, b in zip(got, exp):
+            np.testing.assert_array_equal(a, b)
+    assert carriers == {w: d for w, d in local_words.items() if len(d) >= 3}
+    np.testing.assert_allclose(rff, want_rff, rtol=1e-5)
+    np.testing.assert_array_equal(nearest, _assign(emb, centroids))
+    want_sims, want_nb = index.knn(emb, emb[::2], 6)  # no engine active here: the local search
+    np.testing.assert_array_equal(nb, want_nb)
+    np.testing.assert_allclose(sims, want_sims, rtol=0, atol=1e-6)
+
+
+def test_audit_with_every_pass_on_ray_equals_local(
+    cluster: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """run_audit on the Ray engine, with shards small enough that every distributed pass
+    splits its work, gives the local engine's findings; mmd takes its random-feature path."""
+    from auditor import enrichment
+    from auditor.engine import aggregate
+    from auditor.rules import DEFAULT_RULES_PATH
+
+    rules = tmp_path / "rules.yaml"
+    text = DEFAULT_RULES_PATH.read_text(encoding="utf-8")
+    assert "max_per_side: 5000}" in text
+    rules.write_text(
+        text.replace("max_per_side: 5000}", "max_per_side: 100, features: 256}"), encoding="utf-8"
+    )
+    pool = planted.records_from_alpaca(alpaca_records()[:1000])
+    sc = planted.trigger(pool, 0.04, seed=5, n=400)
+    enc = FakeEncoder()
+    local = run_audit(sc.current, sc.reference, encoder=enc, cache_dir=tmp_path / "c", seed=2, rules=rules)
+    monkeypatch.setattr(aggregate, "SHARD", 150)
+    # the local run's k-means partitions are memoised: forget them so the Ray run fits its own
+    monkeypatch.setattr(enrichment, "_PARTITIONS", type(enrichment._PARTITIONS)())
+    backends: list[aggregate.RayPasses] = []
+    enter = aggregate.RayPasses.__enter__
+
+    def spy(self: aggregate.RayPasses) -> aggregate.RayPasses:
+        backends.append(self)
+        return enter(self)
+
+    monkeypatch.setattr(aggregate.RayPasses, "__enter__", spy)
+    remote = run_audit(
+        sc.current, sc.reference, encoder=enc, cache_dir=tmp_path / "c", seed=2, rules=rules, engine="ray"
+    )
+    (backend,) = backends
+    ran = {c["pass"]: c for c in backend.stats.calls}
+    assert {"ngrams", "word_carriers", "mmd_rff", "minhash_lsh", "kmeans_assign", "knn"} <= set(ran), ran
+    assert all(c["shards"] > 1 for c in ran.values())
+    mmd = [f for f in local.report.findings if f.check == "mmd"]
+    assert mmd and mmd[0].details["method"] == "rff"
+    assert any(f.check == "triggers" and set(f.record_ids) & sc.planted_ids for f in local.report.findings)
+    assert _key(remote.report) == _key(local.report)
+    lp, rp = _pvalues(local.report), _pvalues(remote.report)
+    assert lp.keys() == rp.keys()
+    for k, p in lp.items():
+        q = rp[k]
+        assert (p is None and q is None) or abs(float(p) - float(q)) <= 1e-9  # type: ignore[arg-type]
+    assert remote.report.exit_code == local.report.exit_code
+
+
+def test_worker_with_other_code_is_refused(cluster: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from auditor.checks.lexical import _record_words
+    from auditor.engine import aggregate
+
+    real = aggregate.code_fingerprint()
+    assert len(real) == 64
+    monkeypatch.setattr(aggregate, "code_fingerprint", lambda: "0" * 64)  # the driver's "other" code
+    texts = ["alpha bravo charlie", "alpha bravo delta"] * 3
+    with aggregate.RayPasses(shard=2) as backend:
+        with pytest.raises(
+            AuditorError, match=f"auditor code {real[:12]}.*same auditor version on every node"
+        ):
+            backend.carriers(texts, _record_words, min_records=1)
+        with pytest.raises(AuditorError, match="same auditor version on every node"):
+            backend.lsh(texts, bands=4, rows=2, seed=0)

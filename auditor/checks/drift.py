@@ -22,6 +22,7 @@ import numpy as np
 
 from auditor import kernels
 from auditor.checks import register
+from auditor.engine import distributed_mmd_rff
 from auditor.kernels import median_bandwidth, rbf_kernel
 from auditor.stats import permutation_p_value, stratified_auc_test
 from auditor.types import AuditorError, Finding, Snapshot
@@ -56,17 +57,28 @@ def mmd_permutation_test(
     if method not in ("exact", "rff"):
         raise ValueError(f"method {method!r} (expected exact or rff)")
     bw = median_bandwidth(np.concatenate([x, y]), rng)
-    values = kernels.permutation_values(
-        x,
-        y,
-        permutations=permutations,
-        bandwidth=bw,
-        rng=rng,
-        method=method,
-        features=features,
-        device=device,
-        block=block,
+    # --- engine hook (auditor.engine): on the Ray engine the random-feature sums are a
+    # distributed pass drawing the same permutations from rng ---
+    values = (
+        distributed_mmd_rff(
+            x, y, permutations=permutations, bandwidth=bw, rng=rng, features=features, device=device
+        )
+        if method == "rff"
+        else None
     )
+    if values is None:
+        values = kernels.permutation_values(
+            x,
+            y,
+            permutations=permutations,
+            bandwidth=bw,
+            rng=rng,
+            method=method,
+            features=features,
+            device=device,
+            block=block,
+        )
+    # --- end engine hook ---
     observed, null = float(values[0]), values[1:]
     return observed, permutation_p_value(observed, null), bw, null
 

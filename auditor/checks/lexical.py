@@ -29,6 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from auditor.checks import register
+from auditor.engine import distributed_word_carriers
 from auditor.stats import benjamini_hochberg, fisher_exact_greater, fisher_exact_less, share_ratio
 from auditor.terms import is_content_word, phrase_words, strip_template
 from auditor.textutil import excerpt
@@ -126,11 +127,16 @@ def term_topics(
             stripped = [f"{p} {' '.join(phrase_words(r))}" for p, r in zip(stripped, responses, strict=True)]
     else:
         stripped = strip_template(union, None, n_ref)
-    words = _record_words(stripped)
-    carriers: dict[str, list[int]] = {}
-    for d, ws in enumerate(words):
-        for w in ws:
-            carriers.setdefault(w, []).append(d)
+    # --- engine hook (auditor.engine): on the Ray engine a distributed pass (only the
+    # words carried by >= min_records records come back: the only ones read below) ---
+    carriers = distributed_word_carriers(stripped, _record_words, min_records=min_records)
+    if carriers is None:
+        words = _record_words(stripped)
+        carriers = {}
+        for d, ws in enumerate(words):
+            for w in ws:
+                carriers.setdefault(w, []).append(d)
+    # --- end engine hook ---
     vocab = sorted((w for w, docs in carriers.items() if len(docs) >= min_records), key=lambda w: (-len(carriers[w]), w))
     n_docs = n_ref + n_cur
     vocab = vocab[: max(3, min(MAX_WORDS, MAX_CELLS // max(1, n_docs * 4)))] if vocab else vocab

@@ -50,6 +50,7 @@ import pandas as pd
 from scipy import stats as _st
 
 from auditor.checks import register
+from auditor.engine import distributed_ngrams
 from auditor.enrichment import enriched_groups
 from auditor.stats import benjamini_hochberg, fisher_exact_greater, share_ratio
 from auditor.terms import is_content_word, phrase_words, strip_template
@@ -278,7 +279,10 @@ def trigger_phrases(
     # planted, and phrases spanning it ("news article business") mix the two: phrases are
     # read from the records with their template's text removed (label-blind groups).
     words = strip_template(union, prompts, n_ref) if skip_template_words else union
-    grams = count_ngrams(words, max(1, int(max_n)), min_count)
+    # --- engine hook (auditor.engine): on the Ray engine the counts are a distributed pass ---
+    res = distributed_ngrams(words, max_n=max(1, int(max_n)), min_count=min_count)
+    grams = NGramCounts(*res) if res is not None else count_ngrams(words, max(1, int(max_n)), min_count)
+    # --- end engine hook ---
     cands = _candidate_sets(grams, n_total, min_count, seed)
     if cands is None:
         return []
