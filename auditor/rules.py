@@ -210,6 +210,7 @@ PARAMS: Mapping[str, Mapping[str, Param]] = {
         "response_jaccard_threshold": _prob_open(),
         "min_response_words": _int(1, 10_000),
         "word_jaccard_threshold": _prob_open(),
+        "word_cosine_threshold": _prob_open(),
     },
     "flipped_responses": {
         "prompt_threshold": _prob_open(),
