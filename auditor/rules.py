@@ -235,6 +235,8 @@ PARAMS: Mapping[str, Mapping[str, Param]] = {
         "min_change": Param("float", 0.0, 100.0, lo_open=True),
         "min_share_diff": _prob_open(),
         "max_labels": _int(2, 1000),
+        "min_share_ratio": _RATIO,
+        "min_share_records": _int(0, 1_000_000),
     },
     "off_support": {
         "alpha_flag": _prob_open(0.5),
