@@ -229,6 +229,7 @@ PARAMS: Mapping[str, Mapping[str, Param]] = {
         "merge_overlap": _prob_open(),
         "max_findings": _int(1, 100_000),
         "tree": Param("bool"),
+        "context": Param("bool"),
     },
     "descriptors": {
         "alpha": _prob_open(),
