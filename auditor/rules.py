@@ -210,6 +210,7 @@ PARAMS: Mapping[str, Mapping[str, Param]] = {
         "response_jaccard_threshold": _prob_open(),
         "min_response_words": _int(1, 10_000),
         "word_jaccard_threshold": _prob_open(),
+        "word_cosine_threshold": _prob_open(),
     },
     "flipped_responses": {
         "prompt_threshold": _prob_open(),
@@ -228,12 +229,15 @@ PARAMS: Mapping[str, Mapping[str, Param]] = {
         "merge_overlap": _prob_open(),
         "max_findings": _int(1, 100_000),
         "tree": Param("bool"),
+        "context": Param("bool"),
     },
     "descriptors": {
         "alpha": _prob_open(),
         "min_change": Param("float", 0.0, 100.0, lo_open=True),
         "min_share_diff": _prob_open(),
         "max_labels": _int(2, 1000),
+        "min_share_ratio": _RATIO,
+        "min_share_records": _int(0, 1_000_000),
     },
     "off_support": {
         "alpha_flag": _prob_open(0.5),

@@ -84,3 +84,51 @@ def test_random_halves_report_nothing(alpaca: Snapshot) -> None:
         found = descriptor_drift(alpaca.subset(perm[:2500]), alpaca.subset(perm[2500:]), seed=seed)
         hits += any(f.p_value is not None and f.p_value < GATE_LEVEL for f in found)
     assert hits == 0
+
+
+@pytest.fixture(scope="module")
+def t0() -> Snapshot:
+    return fake_snapshot(load(data("t0_templated_788.jsonl")))
+
+
+def test_mixture_labels_are_tested(t0: Snapshot, alpaca: Snapshot) -> None:
+    """A templated mixture (T0: class names, star ratings, yes/no among free answers) has
+    a categorical part though its answers are not categorical as a whole; Alpaca's free
+    answers have none."""
+    from auditor.checks.descriptors import _labels
+
+    assert t0.batch.responses is not None and alpaca.batch.responses is not None
+    labels = _labels(t0.batch.responses[:400], t0.batch.responses[400:], 20)
+    assert labels is not None and {"No", "Company", "Business"} <= set(labels)
+    assert "" not in labels  # an empty answer is its own descriptor, not a label
+    assert _labels(alpaca.batch.responses[:2500], alpaca.batch.responses[2500:], 20) is None
+
+
+def test_a_small_label_that_doubles_is_reportable() -> None:
+    """T0 'one-star reviews' x2 at 1,666 a side: '1 star' answered by 28 reference and 58
+    current records (1.7% -> 3.5%).  Under the absolute 5-point rule alone this could never
+    be reported; the relative rule (ratio 1.5, 10 records of excess) reports it, and not a
+    wobble of the same size class."""
+    from auditor.checks.descriptors import _share_test
+
+    def has(k: int, n: int = 1666) -> np.ndarray:
+        return np.arange(n) < k
+
+    p, ok, _, side, rows, details = _share_test("answered '1 star'", has(28), has(58), 0.05, 1.5, 10)
+    assert ok and side == "current" and rows.size == 58 and p < 0.01
+    assert details["share_ratio"] > 2.0
+    assert not _share_test("answered '1 star'", has(28), has(58), 0.05)[1]  # absolute rule only
+    assert not _share_test("answered '1 star'", has(40), has(52), 0.05, 1.5, 10)[1]  # ratio 1.3
+    assert not _share_test("answered '1 star'", has(8), has(16), 0.05, 1.5, 10)[1]  # excess 8
+    # and the other direction names the reference records
+    p, ok, _, side, rows, _ = _share_test("answered '1 star'", has(58), has(28), 0.05, 1.5, 10)
+    assert ok and side == "reference" and rows.size == 58
+
+
+def test_random_halves_of_a_mixture_report_nothing(t0: Snapshot) -> None:
+    hits = 0
+    for seed in range(20):
+        perm = np.random.default_rng(seed).permutation(len(t0))
+        found = descriptor_drift(t0.subset(perm[:394]), t0.subset(perm[394:]), seed=seed)
+        hits += any(f.p_value is not None and f.p_value < GATE_LEVEL for f in found)
+    assert hits == 0

@@ -427,3 +427,30 @@ def test_short_near_copies_link_through_their_word_sets():
     assert (1, 2) not in strict and (1, 2) in loose
     assert not any(3 in pair for pair in loose)
     assert strict <= loose
+
+
+def test_edited_short_copies_link_below_the_cosine_threshold():
+    """The encoder moves a short record with two inserted words to cosine ~0.8-0.9 of its
+    original (Alpaca 'Change the past tense ...' copies: 0.79-0.91), so the word-set path
+    accepts a lower cosine (``word_cosine_threshold``); a pair that shares many words but
+    whose embeddings disagree (cosine below that floor) stays apart, and a pair below
+    ``cosine_threshold`` never links through its shingles alone."""
+    texts = [
+        "Change the past tense in the following sentence to the present tense.\nHe was sleeping in his bed.\nHe is sleeping in his bed.",
+        "Change the past tense in the following sentence to the quickly tense.\nHe was sleeping in his bed.\nkindly He is sleeping in his bed.",
+        "Change the past tense in the following sentence to the present tense.\nHe was sleeping in his bed.\nHe is sleeping in his bed. quickly",
+    ]
+    # cosines 1, 0.88, 0.80 to the first record; the two copies on opposite sides of it
+    angle = np.arccos([1.0, 0.88, 0.80]) * np.array([1.0, 1.0, -1.0])
+    emb = np.stack([np.cos(angle), np.sin(angle), np.zeros(3)], axis=1).astype(np.float32)
+
+    def pairs(**kw: float) -> set[tuple[int, int]]:
+        lo, hi, _, _ = near_duplicate_edges(emb, texts, cosine_threshold=0.92, jaccard_threshold=0.5, **kw)
+        return set(zip(lo.tolist(), hi.tolist(), strict=True))
+
+    assert pairs(word_jaccard_threshold=0.7) == set()
+    loose = pairs(word_jaccard_threshold=0.7, word_cosine_threshold=0.85)
+    assert (0, 1) in loose  # cosine 0.88, word sets nearly whole
+    assert (0, 2) not in loose  # cosine 0.80: below the floor
+    # without the word-set test the lowered floor admits nothing: shingles alone need cosine 0.92
+    assert pairs(word_cosine_threshold=0.85) == set()

@@ -9,14 +9,19 @@ descriptor is a per-record quantity computed from the record alone (label-blind)
 - share of records whose response is empty (whitespace only);
 - share of records written mostly in a non-Latin script (letters outside Latin);
 - label share, when the response looks categorical (few distinct short values that
-  cover most records, e.g. "Positive"/"Negative"): one test per label.
+  cover most records, e.g. "Positive"/"Negative"), or when part of a mixture is (short
+  answers that each recur in at least 1% of the records and together cover at least
+  ``LABEL_MIN_PART`` of them: the star ratings and class names of a templated T0/FLAN
+  mixture): one test per label.
 
 Tests: lengths by the two-sided Mann-Whitney U test (rank based, so a few very long
 records do not decide it; the normal approximation with tie correction is accurate at
 the sizes the check runs on); shares by the two-sided Fisher exact test.  All tests of
 the check go through Benjamini-Hochberg; a test whose effect is below the reporting
-threshold (``min_change`` relative change of the median, ``min_share_diff`` absolute
-change of a share) enters BH with p = 1, which can only make the others' adjusted p
+threshold (``min_change`` relative change of the median; for a share, an absolute
+change of ``min_share_diff`` or a ratio of ``min_share_ratio`` with at least
+``min_share_records`` records of excess, so a label of 2.4% that doubles is reportable
+as well as one of 40% that moves by 5 points) enters BH with p = 1, which can only make the others' adjusted p
 larger.  A finding's ``record_ids`` are the current records in the changed tail: beyond
 the reference's 10th / 90th length percentile in the direction of the change, or the
 records carrying an over-represented label / script / empty response; for a share that
@@ -35,7 +40,7 @@ import numpy as np
 from scipy import stats as _st
 
 from auditor.checks import register
-from auditor.stats import benjamini_hochberg
+from auditor.stats import benjamini_hochberg, share_ratio
 from auditor.textutil import excerpt
 from auditor.types import Finding, Side, Snapshot
 
@@ -45,6 +50,10 @@ MAX_IDS = 500  # record ids per finding (the tail of a large batch can be most o
 # a response field "looks categorical" when its distinct values are few and short
 LABEL_MAX_CHARS = 40
 LABEL_MIN_COVER = 0.8  # the top labels cover at least this share of the records
+# ... or, in a mixture, recurring short answers (each >= 1% of the records, at least
+# LABEL_MIN_RECURRING records) cover at least this share: a categorical part of the data
+LABEL_MIN_PART = 0.2
+LABEL_MIN_RECURRING = 10
 
 
 @dataclass(frozen=True)
@@ -103,8 +112,28 @@ def _length_test(
     return p, abs(change) >= min_change, summary, rows, details
 
 
+def _reportable_share(a: int, b: int, n_cur: int, n_ref: int, min_diff: float, min_ratio: float, min_records: int) -> bool:
+    """Whether a share change is large enough to report: ``min_diff`` absolute, or
+    ``min_ratio`` relative (Haldane-corrected, either direction) with ``min_records``
+    records of excess over what the other side's share predicts."""
+    s_cur, s_ref = a / n_cur, b / n_ref
+    if abs(s_cur - s_ref) >= min_diff:
+        return True
+    ratio = share_ratio(a, b, n_cur, n_ref)
+    if ratio >= min_ratio:
+        return a - b * n_cur / n_ref >= min_records
+    if 1.0 / ratio >= min_ratio:
+        return b - a * n_ref / n_cur >= min_records
+    return False
+
+
 def _share_test(
-    what: str, ref_has: np.ndarray, cur_has: np.ndarray, min_share_diff: float
+    what: str,
+    ref_has: np.ndarray,
+    cur_has: np.ndarray,
+    min_share_diff: float,
+    min_share_ratio: float = math.inf,
+    min_share_records: int = 0,
 ) -> tuple[float, bool, str, Side, np.ndarray, dict[str, object]]:
     a, b = int(cur_has.sum()), int(ref_has.sum())
     n_cur, n_ref = cur_has.size, ref_has.size
@@ -127,7 +156,9 @@ def _share_test(
         "share_reference": round(s_ref, 5),
         "expected_current_from_reference_share": round(expected, 2),
     }
-    return p, abs(s_cur - s_ref) >= min_share_diff, summary, side, rows, details
+    ok = _reportable_share(a, b, n_cur, n_ref, min_share_diff, min_share_ratio, min_share_records)
+    details["share_ratio"] = round(share_ratio(a, b, n_cur, n_ref), 4)
+    return p, ok, summary, side, rows, details
 
 
 def _labels(ref_resp: Sequence[str], cur_resp: Sequence[str], max_labels: int) -> list[str] | None:
@@ -138,7 +169,13 @@ def _labels(ref_resp: Sequence[str], cur_resp: Sequence[str], max_labels: int) -
     top = [v for v, _ in counts.most_common(max_labels) if v and len(v) <= LABEL_MAX_CHARS]
     # each label must be common enough to be a category, not a repeated short answer
     top = [v for v in top if counts[v] >= max(5, 0.01 * len(norm))]
-    if len(top) < 2 or sum(counts[v] for v in top) < LABEL_MIN_COVER * len(norm):
+    if len(top) < 2:
+        return None
+    if sum(counts[v] for v in top) >= LABEL_MIN_COVER * len(norm):
+        return top
+    # a mixture with a categorical part: only answers that recur often enough to be labels
+    top = [v for v in top if counts[v] >= LABEL_MIN_RECURRING]
+    if len(top) < 2 or sum(counts[v] for v in top) < LABEL_MIN_PART * len(norm):
         return None
     return top
 
@@ -154,6 +191,8 @@ def descriptor_drift(
     min_change: float = 0.2,
     min_share_diff: float = 0.05,
     max_labels: int = 20,
+    min_share_ratio: float = 1.5,
+    min_share_records: int = 10,
 ) -> list[Finding]:
     """Plain descriptors (text / prompt / response length, empty responses, non-Latin
     script, label shares of a categorical response) whose distribution changed.
@@ -161,7 +200,8 @@ def descriptor_drift(
     Two-sided Mann-Whitney U for lengths, two-sided Fisher exact for shares;
     Benjamini-Hochberg across all descriptors (``p_value`` adjusted, ``details.p_raw``
     raw).  Reported when adjusted p <= ``alpha`` and the median moved by at least
-    ``min_change`` (relative) or the share by at least ``min_share_diff`` (absolute).
+    ``min_change`` (relative) or the share by at least ``min_share_diff`` (absolute) or
+    by a ratio of ``min_share_ratio`` with ``min_share_records`` records of excess.
     Labels: up to ``max_labels`` values of a response field that looks categorical.
     ``seed`` is unused: every test here is deterministic.
     """
@@ -181,7 +221,9 @@ def descriptor_drift(
     def add_share(key: str, what: str, r: np.ndarray, c: np.ndarray) -> None:
         if not r.any() and not c.any():
             return
-        p, ok, summary, side, rows, details = _share_test(what, r, c, min_share_diff)
+        p, ok, summary, side, rows, details = _share_test(
+            what, r, c, min_share_diff, min_share_ratio, min_share_records
+        )
         tests.append(_Test(key, "share", p, ok, summary, side, rows, details))
 
     add_length("text_chars", "records", ref.texts, cur.texts)

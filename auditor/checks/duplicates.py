@@ -82,6 +82,7 @@ def near_duplicate_edges(
     jaccard_threshold: float,
     seed: int = 0,
     word_jaccard_threshold: float | None = None,
+    word_cosine_threshold: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Edges ``(i, j, cosine, jaccard)``, i < j, between near-duplicate rows.
 
@@ -97,7 +98,12 @@ def near_duplicate_edges(
     when the Jaccard of its two word *sets* reaches that threshold: in a record of 15
     words, two one-word edits break up to 6 of its 13 shingles (Jaccard ~0.4) while
     leaving its word set nearly whole, so near-copies of short records would otherwise
-    split off their group.
+    split off their group.  Such a word-set match needs only ``word_cosine_threshold``
+    (when given, below ``cosine_threshold``) of embedding cosine: the encoder moves a
+    25-word record with two inserted words to cosine ~0.8-0.9 of its original, so copies
+    of short records split into small sub-groups that are too small to test, while the
+    cosine floor still keeps records that share many words but say different things
+    apart.
     """
     n = len(texts) if emb is None else emb.shape[0]
     empty = np.zeros(0, dtype=np.int64)
@@ -119,10 +125,15 @@ def near_duplicate_edges(
             sl = slice(start, start + step)
             # normalised per chunk: no full normalised copy of the embeddings
             cos[sl] = np.einsum("ij,ij->i", index.normalize(emb[lo[sl]]), index.normalize(emb[hi[sl]]))
-        keep = cos >= cosine_threshold
+        floor = cosine_threshold
+        if word_jaccard_threshold is not None and word_cosine_threshold is not None:
+            floor = min(floor, word_cosine_threshold)
+        keep = cos >= floor
         lo, hi, cos = lo[keep], hi[keep], cos[keep]
     jac = pair_jaccard(values, starts, lo, hi)
-    ok = jac >= jaccard_threshold
+    # pairs below cosine_threshold (kept only for the word-set path) need the word-set match
+    strong = np.ones(lo.size, dtype=bool) if emb is None else cos >= cosine_threshold
+    ok = (jac >= jaccard_threshold) & strong
     if word_jaccard_threshold is not None and not ok.all():
         for e in np.flatnonzero(~ok):
             wj = jaccard(frozenset(words(texts[int(lo[e])])), frozenset(words(texts[int(hi[e])])))
@@ -227,12 +238,14 @@ def near_duplicates(
     response_jaccard_threshold: float = 0.5,
     min_response_words: int = 8,
     word_jaccard_threshold: float = 0.7,
+    word_cosine_threshold: float = 0.85,
 ) -> list[Finding]:
     """Groups of near-duplicate records or responses more common in the current batch than in the reference.
 
     Near-duplicates: embedding cosine >= ``cosine_threshold`` and word 3-shingle Jaccard
-    >= ``jaccard_threshold``, or word-set Jaccard >= ``word_jaccard_threshold`` (short
-    records; candidates from seeded MinHash LSH).  When both inputs have
+    >= ``jaccard_threshold``, or word-set Jaccard >= ``word_jaccard_threshold`` with
+    cosine >= ``word_cosine_threshold`` (edited short records; candidates from seeded
+    MinHash LSH).  When both inputs have
     responses, two records whose responses (at least ``min_response_words`` words) are
     near-duplicates (response-view cosine >= ``response_cosine_threshold``, Jaccard >=
     ``response_jaccard_threshold``) are linked too: one long answer given to many
@@ -255,6 +268,7 @@ def near_duplicates(
         jaccard_threshold=jaccard_threshold,
         seed=seed,
         word_jaccard_threshold=word_jaccard_threshold,
+        word_cosine_threshold=word_cosine_threshold,
     )
     resp = response_edges(
         ref,

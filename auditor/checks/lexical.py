@@ -16,6 +16,13 @@ records carry the topic's words.  This check reads the words directly:
    ``group_overlap`` of the smaller carrier set) are one topic: the words that occur
    together in the records are what a reader recognises as the topic.  A topic's
    ``p_value`` is the smallest adjusted p of its words.
+   Besides single words and the co-occurrence tree, *context groups*
+   (:func:`context_groups`) are tested: words whose records resemble each other (the
+   mean embedding of the records carrying a word, pooled over both inputs), cut from an
+   average-linkage tree at two resolutions, rarer words (>= 3 records) included.  A
+   keyword topic whose words neither co-occur nor are common enough to test alone
+   ("python", "sql", "def", "function") is one such group.  Every group is built without
+   the labels, so all Fisher tests stay exact; they share the one BH family.
 4. An over-selected topic names the current records carrying any of its words; an
    under-selected one the reference records carrying them (what the current batch
    dropped).
@@ -83,6 +90,99 @@ def word_tree(carriers: Sequence[np.ndarray], n_docs: int) -> list[np.ndarray]:
     return nodes[:-1]
 
 
+# Words that enter only through context groups: carried by at least this many records
+# (each alone is too rare to test), at most MAX_GROUP_WORDS of them (the most carried).
+GROUP_MIN_RECORDS = 3
+MAX_GROUP_WORDS = 3000
+# cosine distances at which the context tree is cut into flat groups (two resolutions)
+CONTEXT_CUTS = (0.3, 0.5)
+
+
+def context_vectors(carriers: Sequence[np.ndarray], emb: np.ndarray) -> np.ndarray | None:
+    """Each word's context vector: the mean of the (pooled-centred) embeddings of the
+    records that carry it, unit length; None when the embeddings carry no direction."""
+    from scipy.sparse import csr_matrix
+
+    e = np.asarray(emb, dtype=np.float64)
+    e = e - e.mean(axis=0)
+    rows = np.concatenate([np.full(c.size, i) for i, c in enumerate(carriers)])
+    cols = np.concatenate(carriers)
+    m = csr_matrix((np.ones(rows.size), (rows, cols)), shape=(len(carriers), e.shape[0]))
+    vec = np.asarray(m @ e) / np.maximum(np.asarray(m.sum(axis=1)), 1.0)
+    norm = np.linalg.norm(vec, axis=1)
+    if not np.all(norm > 1e-9):
+        return None
+    return vec / norm[:, None]
+
+
+def context_groups(
+    carriers: Sequence[np.ndarray], emb: np.ndarray, cuts: Sequence[float] = CONTEXT_CUTS
+) -> list[np.ndarray]:
+    """Groups of words used in the same kind of record: the flat clusters (two words or
+    more) of an average-linkage tree over the words' :func:`context_vectors`, cut at each
+    cosine distance in ``cuts``.
+
+    The words of a topic rarely occur in one record ("python", "sql", "html", "def") but
+    the records that carry them resemble each other, so their context vectors are close
+    (on Alpaca: python -> print, def, import, code, program), and a group pools words
+    each too rare to test alone.  Built from both inputs' records without their labels,
+    so its Fisher tests stay exact (see :mod:`auditor.enrichment`).  Returns word-index
+    arrays; none when the embeddings carry no direction (placeholders).
+    """
+    v = len(carriers)
+    if v < 3 or emb.shape[0] == 0:
+        return []
+    vec = context_vectors(carriers, emb)
+    if vec is None:
+        return []
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    dist = np.clip(1.0 - vec @ vec.T, 0.0, None)
+    iu = np.triu_indices(v, 1)
+    z = linkage(((dist + dist.T) / 2.0)[iu], method="average")
+    groups: dict[tuple[int, ...], np.ndarray] = {}
+    for cut in cuts:
+        labels = fcluster(z, cut, criterion="distance")
+        order = np.argsort(labels, kind="stable")
+        for g in np.split(order, np.flatnonzero(np.diff(labels[order])) + 1):
+            if g.size >= 2:
+                groups.setdefault(tuple(sorted(g.tolist())), np.sort(g))
+    return list(groups.values())
+
+
+def _context_nodes(
+    vocab: list[str],
+    word_docs: list[np.ndarray],
+    carriers: dict[str, list[int]],
+    by_count: Sequence[str],
+    ref: Snapshot,
+    cur: Snapshot,
+    nodes: Sequence[np.ndarray],
+) -> list[np.ndarray]:
+    """Context groups over the most carried words (extends ``vocab`` and ``word_docs`` in
+    place with the rarer words that enter only through a group); groups already in
+    ``nodes`` are not tested twice."""
+    pool = [w for w in by_count[:MAX_GROUP_WORDS] if len(carriers[w]) >= GROUP_MIN_RECORDS]
+    if len(pool) < 3:
+        return []
+    index_of = {w: i for i, w in enumerate(vocab)}
+    for w in pool:
+        if w not in index_of:
+            index_of[w] = len(vocab)
+            vocab.append(w)
+            word_docs.append(np.asarray(carriers[w], dtype=np.int64))
+    gw = np.asarray([index_of[w] for w in pool], dtype=np.int64)
+    emb = np.concatenate([np.asarray(ref.embeddings), np.asarray(cur.embeddings)], axis=0)
+    seen = {tuple(sorted(n.tolist())) for n in nodes}
+    out = []
+    for g in context_groups([word_docs[int(i)] for i in gw], emb, CONTEXT_CUTS):
+        key = tuple(sorted(gw[g].tolist()))
+        if key not in seen:
+            seen.add(key)
+            out.append(np.sort(gw[g]))
+    return out
+
+
 # A word carried by all 10 records of one side and none of the other has Fisher
 # p = 1/C(20, 10) = 5.4e-6: enough to survive BH over a few hundred tested words.
 @register(CHECK, min_records=10)
@@ -97,6 +197,7 @@ def term_topics(
     merge_overlap: float = 0.6,
     max_findings: int = 20,
     tree: bool = True,
+    context: bool = True,
 ) -> list[Finding]:
     """Content words carried by a larger or smaller share of current than reference
     records (template text removed), grouped into topics by co-occurrence.
@@ -106,6 +207,8 @@ def term_topics(
     adjusted p <= ``alpha``, its share ratio is >= ``min_ratio`` in its direction and at
     least ``min_records`` records carry the excess.  Words whose carrier sets overlap by
     ``group_overlap`` of the smaller are one topic; at most ``max_findings`` topics.
+    With ``tree`` the co-occurrence tree's nodes are tested too, with ``context`` the
+    label-blind context groups of words (:func:`context_groups`).
     Over-selected topics name the current records carrying their words, under-selected
     ones the reference records.
     """
@@ -128,8 +231,10 @@ def term_topics(
     else:
         stripped = strip_template(union, None, n_ref)
     # --- engine hook (auditor.engine): on the Ray engine a distributed pass (only the
-    # words carried by >= min_records records come back: the only ones read below) ---
-    carriers = distributed_word_carriers(stripped, _record_words, min_records=min_records)
+    # words carried by enough records come back: the only ones read below, the context
+    # groups' rarer words included) ---
+    floor = min(min_records, GROUP_MIN_RECORDS) if context else min_records
+    carriers = distributed_word_carriers(stripped, _record_words, min_records=floor)
     if carriers is None:
         words = _record_words(stripped)
         carriers = {}
@@ -137,13 +242,16 @@ def term_topics(
             for w in ws:
                 carriers.setdefault(w, []).append(d)
     # --- end engine hook ---
-    vocab = sorted((w for w, docs in carriers.items() if len(docs) >= min_records), key=lambda w: (-len(carriers[w]), w))
+    by_count = sorted(carriers, key=lambda w: (-len(carriers[w]), w))
+    vocab = [w for w in by_count if len(carriers[w]) >= min_records]
     n_docs = n_ref + n_cur
     vocab = vocab[: max(3, min(MAX_WORDS, MAX_CELLS // max(1, n_docs * 4)))] if vocab else vocab
     if not vocab:
         return []
     word_docs = [np.asarray(carriers[w], dtype=np.int64) for w in vocab]
     nodes = word_tree(word_docs, n_docs) if tree else [np.array([i]) for i in range(len(vocab))]
+    if context:
+        nodes += _context_nodes(vocab, word_docs, carriers, by_count, ref, cur, nodes)
     raw: list[tuple[int, str, np.ndarray, int, int, float, float, bool]] = []
     for ni, words_idx in enumerate(nodes):
         docs = word_docs[int(words_idx[0])] if words_idx.size == 1 else np.unique(
