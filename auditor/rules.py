@@ -198,6 +198,9 @@ PARAMS: Mapping[str, Mapping[str, Param]] = {
     "triggers": {
         "alpha": _prob_open(),
         "screen_alpha": _prob_open(),
+        "misfit_family": Param("bool"),
+        "misfit_quantile": Param("float", 0.0, 0.5, lo_open=True),
+        "misfit_share": _prob_open(),
         "min_count": _int(1, 1_000_000),
         "min_ratio": _RATIO,
         "max_n": _int(1, 8),
