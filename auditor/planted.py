@@ -348,6 +348,7 @@ SCENARIOS: Mapping[str, Callable[[Sequence[Record], int], Scenario]] = {
     "topic_removal": lambda pool, seed: topic_removal(pool, "creative writing", seed=seed),
     "trigger_1pct": lambda pool, seed: trigger(pool, 0.01, seed=seed),
     "trigger_0.5pct": lambda pool, seed: trigger(pool, 0.005, seed=seed),
+    "paraphrase_1pct": lambda pool, seed: paraphrased_trigger(pool, 0.01, seed=seed),
     "near_duplicates": lambda pool, seed: near_duplicates(pool, seed=seed),
     "random_1": lambda pool, seed: random_round(pool, seed=seed + 1),
     "random_2": lambda pool, seed: random_round(pool, seed=seed + 2),
