@@ -407,8 +407,11 @@ CORPORA: Mapping[str, Corpus] = {
 }
 
 
-def corpus_scenarios(corpus: Corpus, *, randoms: int = 10) -> dict[str, Callable[[Sequence[Record], int], Scenario]]:
-    """The planted suite of one corpus: name -> (pool, seed) -> Scenario."""
+def corpus_scenarios(
+    corpus: Corpus, *, randoms: int = 10, random_n: int | None = None
+) -> dict[str, Callable[[Sequence[Record], int], Scenario]]:
+    """The planted suite of one corpus: name -> (pool, seed) -> Scenario.  ``random_n``:
+    the random rounds' size a side (default ``corpus.n``; at most half the pool)."""
     n = corpus.n
     c = corpus
 
@@ -430,7 +433,9 @@ def corpus_scenarios(corpus: Corpus, *, randoms: int = 10) -> dict[str, Callable
     }
 
     def rnd(i: int) -> Callable[[Sequence[Record], int], Scenario]:
-        return lambda pool, seed: random_round(pool, seed=1000 * (seed + 1) + i, n=n)
+        return lambda pool, seed: random_round(
+            pool, seed=1000 * (seed + 1) + i, n=min(random_n or n, len(pool) // 2)
+        )
 
     for i in range(randoms):
         out[f"random_{i + 1}"] = rnd(i)

@@ -67,6 +67,7 @@ def main() -> None:
     ap.add_argument("--corpora", nargs="+", default=list(CORPORA))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--randoms", type=int, default=10, help="random rounds per corpus and seed")
+    ap.add_argument("--random-n", type=int, default=None, help="random rounds' size a side (default: the corpus's)")
     ap.add_argument("--model", default=None, help="local model dir (default: bundled MiniLM)")
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--cache-dir", default=str(ROOT / ".auditor" / "cache"))
@@ -84,7 +85,7 @@ def main() -> None:
     for corpus_name in args.corpora:
         corpus = CORPORA[corpus_name]
         pool = load_pool(corpus_name, Path(args.data))
-        suite = corpus_scenarios(corpus, randoms=args.randoms)
+        suite = corpus_scenarios(corpus, randoms=args.randoms, random_n=args.random_n)
         names = [s for s in suite if args.scenarios is None or s in args.scenarios or
                  (s.startswith("random_") and "random" in args.scenarios)]
         tn = min(corpus.trigger_n, len(pool) // 2)
