@@ -182,3 +182,18 @@ def test_mmd_second_stage_runs_only_when_the_first_cannot_say():
     assert moved.p_value == 1 / 3000 and moved.details["permutations"] == 2999
     null = mmd(ref, same, seed=7, permutations=200, max_permutations=2999)[0]
     assert null.details["permutations"] == 200 and null.p_value > 10 / 201
+
+
+def test_report_shows_each_rules_threshold():
+    from auditor.report.markdown import render_markdown
+
+    rules = parse_rules(
+        {"rules": [{"name": "drift", "check": "mmd", "weight": 3, "params": {"permutations": 199}},
+                   {"name": "clf", "check": "classifier", "weight": 1}]},
+        "r.yaml",
+    )
+    rng = np.random.default_rng(0)
+    report = evaluate(_snap(rng.normal(size=(40, 8)), "r"), _snap(rng.normal(size=(40, 8)), "c"), rules, seed=0)
+    assert [r["fail_threshold"] for r in report.to_dict()["rules"]["rules"]] == pytest.approx([0.0075, 0.0025])
+    md = render_markdown(report)
+    assert "weighted Bonferroni" in md and "0.0075 (drift)" in md and "0.0025 (clf)" in md
