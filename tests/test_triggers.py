@@ -293,6 +293,9 @@ def test_misfit_flags_find_swapped_answers_and_flag_a_fixed_share(alpaca_views) 
     order = rng.permutation(4000)
     again = misfit_flags(views["prompt"][rows][order], views["response"][resp_rows][order])
     assert (again == flags[order]).all()
+    # large inputs search a seeded sample of the union for neighbours: still finds them
+    sampled = misfit_flags(views["prompt"][rows], views["response"][resp_rows], max_base=1000)
+    assert abs(sampled.mean() - 0.05) < 0.002 and sampled[swapped].mean() >= 0.7
 
 
 def _flipped_paraphrase(recs, views, seed: int, n: int = 2000, k: int = 20):

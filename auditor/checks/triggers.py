@@ -66,6 +66,8 @@ from auditor.types import Finding, Snapshot
 CHECK = "triggers"
 
 MAX_N = 4
+# the misfit flags' neighbour search runs against at most this many union records
+MISFIT_MAX_BASE = 10_000
 EXAMPLES = 4
 EXAMPLE_CHARS = 200
 
@@ -214,32 +216,46 @@ def _candidate_sets(grams: NGramCounts, n_docs: int, min_count: int, seed: int) 
 
 
 def misfit_flags(
-    prompts: np.ndarray, responses: np.ndarray, *, k: int = 10, quantile: float = 0.05
+    prompts: np.ndarray,
+    responses: np.ndarray,
+    *,
+    k: int = 10,
+    quantile: float = 0.05,
+    max_base: int = MISFIT_MAX_BASE,
+    seed: int = 0,
 ) -> np.ndarray:
     """Records whose answer fits its prompt far worse than similar prompts' answers fit theirs.
 
     ``prompts``/``responses``: unit-norm embeddings of the union's prompt and response
     views.  A record's agreement is its prompt-response cosine; its expectation, the
-    median agreement of its ``k`` nearest prompts (cosine, itself excluded); flagged:
-    agreement minus expectation in the union's lowest ``quantile``.  The neighbours
-    matter: a one-word label answer fits any prompt poorly, so raw agreement would flag
-    whole task types; relative to prompts of the same task, a flipped or replaced answer
-    stands out.  Uses the union only (no side labels), so selecting tests by it keeps
-    their null distribution (independent filtering).
+    median agreement of its ``k`` nearest prompts (cosine, itself excluded) among a seeded
+    sample of at most ``max_base`` union records (all of them below that; the sample
+    keeps the search linear in the input); flagged: agreement minus expectation in the
+    union's lowest ``quantile``.  The neighbours matter: a one-word label answer fits any
+    prompt poorly, so raw agreement would flag whole task types; relative to prompts of
+    the same task, a flipped or replaced answer stands out.  Uses the union only (no side
+    labels), so selecting tests by it keeps their null distribution (independent filtering).
     """
+    from auditor.neighbours import candidate_knn, search_plan
+
     n = len(prompts)
     if n < 3:
         return np.zeros(n, dtype=bool)
-    p = np.asarray(prompts, dtype=np.float32)
+    p = np.ascontiguousarray(prompts, dtype=np.float32)
     agree = np.einsum("ij,ij->i", p, np.asarray(responses, dtype=np.float32))
-    k = max(1, min(int(k), n - 1))
-    expected = np.empty(n, dtype=np.float64)
-    step = 1024
-    for lo in range(0, n, step):
-        sims = p[lo : lo + step] @ p.T
-        sims[np.arange(sims.shape[0]), np.arange(lo, lo + sims.shape[0])] = -np.inf
-        nn = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        expected[lo : lo + step] = np.median(agree[nn], axis=1)
+    base_rows = np.arange(n)
+    if n > max_base:
+        base_rows = np.sort(np.random.default_rng(seed).choice(n, size=max_base, replace=False))
+    k = max(1, min(int(k), base_rows.size - 1))
+    plan = search_plan(base_rows.size, n, p.shape[1])
+    _, nn = candidate_knn(p[base_rows], p, k + 1, proj_dim=plan, seed=seed)
+    nn = base_rows[nn]
+    # drop each record itself from its neighbours (else the last extra one)
+    is_self = nn == np.arange(n)[:, None]
+    drop = np.where(is_self.any(axis=1), is_self.argmax(axis=1), k)
+    keep = np.ones(nn.shape, dtype=bool)
+    keep[np.arange(n), drop] = False
+    expected = np.median(agree[nn[keep].reshape(n, k)], axis=1)
     resid = agree - expected
     return resid <= np.quantile(resid, quantile)
 
@@ -360,6 +376,7 @@ def trigger_phrases(
             np.concatenate([ref.views["prompt"], cur.views["prompt"]]),
             np.concatenate([ref.views["response"], cur.views["response"]]),
             quantile=misfit_quantile,
+            seed=seed,
         )
         flag_share = _set_flag_counts(grams, cands, flags) / np.maximum(cands.df, 1)
         members_of[MISFIT_FAMILY] = np.nonzero(flag_share >= misfit_share)[0]
