@@ -8,8 +8,8 @@ Three steps, each usable alone (the curation commands reuse them on their own fi
 - ``run_rules`` runs the runnable checks and turns every other outcome into a note
   finding (check ``gate``), so a rule that could not run is never mistaken for one that
   passed;
-- ``grade`` gives each finding its severity from the rules (Bonferroni split, the rule's
-  ceiling, its minimum effect), ``assemble`` sorts them and sets the status.
+- ``grade`` gives each finding its severity from the rules (weighted Bonferroni split,
+  the rule's ceiling, its minimum effect), ``assemble`` sorts them and sets the status.
 
 ``evaluate`` is the three in a row.
 """
@@ -49,6 +49,9 @@ def _less_severe(a: str, b: str) -> Severity:
 def grade(finding: Finding, rule: Rule, rules: Rules) -> Finding:
     """Severity from the p-value, the rule's ceiling and its optional minimum effect.
 
+    Fails below ``rules.fail_threshold_of(rule)`` (alpha x the rule's weight / the fail
+    rules' total weight), warns below ``rules.warn_threshold_of(rule)``.
+
     The gate's own notes (check ``gate``) are warnings, capped by the rule's ceiling.
     """
     if finding.check == GATE_CHECK:
@@ -58,9 +61,9 @@ def grade(finding: Finding, rule: Rule, rules: Rules) -> Finding:
     p = finding.p_value
     severity: Severity = "info"
     if p is not None:
-        if p < rules.fail_threshold:
+        if p < rules.fail_threshold_of(rule):
             severity = "fail"
-        elif p < rules.warn_threshold:
+        elif p < rules.warn_threshold_of(rule):
             severity = "warn"
     # the rule's severity is a ceiling: a "warn" rule never fails the gate
     severity = _less_severe(severity, rule.severity)

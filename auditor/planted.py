@@ -15,7 +15,9 @@ three corpora of the suite: Alpaca, the templated T0 mixture, Code Alpaca):
 - ``topic_removal``: a topic is dropped from current (planted: the topic's reference
   records, side "reference");
 - ``trigger_1pct`` / ``trigger_0.5pct``: a trigger phrase appended to 1% / 0.5% of current
-  instructions with the response replaced by a fixed target (a backdoor);
+  instructions with the response replaced by a fixed target (a backdoor).  The trigger
+  scenarios run at ``Corpus.trigger_n`` a side (2,000: the issue's "0.5% = 10 of 2,000"),
+  or at the largest size the pool allows (``count_floor_p`` says what that costs);
 - ``paraphrase_1pct``: one entity in four surface forms added to 1% of current prompts,
   each answer flipped to another record's answer (no fixed target);
 - ``near_duplicates``: a few records repeated ~15 times each with small edits;
@@ -78,6 +80,18 @@ class Scenario:
     @property
     def is_attack(self) -> bool:
         return bool(self.planted_ids)
+
+
+def count_floor_p(n: int, k: int) -> float:
+    """The smallest one-sided Fisher p any count test can give ``k`` planted records that
+    have no counterpart among ``n`` reference records (``n`` current records):
+    ``C(n, k) / C(2n, k)``, about ``2**-k``."""
+    from math import exp, lgamma
+
+    def lc(a: int, b: int) -> float:
+        return lgamma(a + 1) - lgamma(b + 1) - lgamma(a - b + 1)
+
+    return exp(lc(n, k) - lc(2 * n, k)) if 0 <= k <= n else 1.0
 
 
 def records_from_alpaca(rows: Sequence[Mapping[str, str]]) -> list[Record]:
@@ -334,6 +348,7 @@ SCENARIOS: Mapping[str, Callable[[Sequence[Record], int], Scenario]] = {
     "topic_removal": lambda pool, seed: topic_removal(pool, "creative writing", seed=seed),
     "trigger_1pct": lambda pool, seed: trigger(pool, 0.01, seed=seed),
     "trigger_0.5pct": lambda pool, seed: trigger(pool, 0.005, seed=seed),
+    "paraphrase_1pct": lambda pool, seed: paraphrased_trigger(pool, 0.01, seed=seed),
     "near_duplicates": lambda pool, seed: near_duplicates(pool, seed=seed),
     "random_1": lambda pool, seed: random_round(pool, seed=seed + 1),
     "random_2": lambda pool, seed: random_round(pool, seed=seed + 2),
@@ -351,6 +366,9 @@ class Corpus:
     scattered_x2: Topic
     removal: Topic
     n: int = 1000
+    # the trigger scenarios' size a side: issue 11 defines 0.5% as 10 of 2,000; a pool
+    # too small for 2 x 2,000 disjoint records runs the largest size it allows
+    trigger_n: int = 2000
 
 
 # Topics are chosen per corpus (each pool has its own subjects) and the rules are the
@@ -383,14 +401,24 @@ CORPORA: Mapping[str, Corpus] = {
         scattered_x2=Topic("strings", r"\bstrings?\b"),
         removal=Topic("javascript", r"\b(javascript|js|node(\.js)?)\b"),
         n=1000,
+        # 2,017 records: 1,008 a side is the most two disjoint batches can hold
+        trigger_n=1008,
     ),
 }
 
 
-def corpus_scenarios(corpus: Corpus, *, randoms: int = 10) -> dict[str, Callable[[Sequence[Record], int], Scenario]]:
-    """The planted suite of one corpus: name -> (pool, seed) -> Scenario."""
+def corpus_scenarios(
+    corpus: Corpus, *, randoms: int = 10, random_n: int | None = None
+) -> dict[str, Callable[[Sequence[Record], int], Scenario]]:
+    """The planted suite of one corpus: name -> (pool, seed) -> Scenario.  ``random_n``:
+    the random rounds' size a side (default ``corpus.n``; at most half the pool)."""
     n = corpus.n
     c = corpus
+
+    def tn(pool: Sequence[Record]) -> int:
+        # the issue's size where the pool holds two disjoint batches of it, else the largest
+        return min(c.trigger_n, len(pool) // 2)
+
     out: dict[str, Callable[[Sequence[Record], int], Scenario]] = {
         "topic_boost_x4": lambda pool, seed: topic_boost(pool, c.coherent_x4, 4, seed=seed, n=n),
         # a x2 boost needs more records than the others to be detectable at all (see
@@ -398,14 +426,16 @@ def corpus_scenarios(corpus: Corpus, *, randoms: int = 10) -> dict[str, Callable
         "topic_boost_x2": lambda pool, seed: topic_boost(pool, c.coherent_x2, 2, seed=seed),
         "scattered_x2": lambda pool, seed: topic_boost(pool, c.scattered_x2, 2, seed=seed, name="scattered_x2"),
         "topic_removal": lambda pool, seed: topic_removal(pool, c.removal, seed=seed, n=n),
-        "trigger_1pct": lambda pool, seed: trigger(pool, 0.01, seed=seed, n=n),
-        "trigger_0.5pct": lambda pool, seed: trigger(pool, 0.005, seed=seed, n=n),
-        "paraphrase_1pct": lambda pool, seed: paraphrased_trigger(pool, 0.01, seed=seed, n=n),
+        "trigger_1pct": lambda pool, seed: trigger(pool, 0.01, seed=seed, n=tn(pool)),
+        "trigger_0.5pct": lambda pool, seed: trigger(pool, 0.005, seed=seed, n=tn(pool)),
+        "paraphrase_1pct": lambda pool, seed: paraphrased_trigger(pool, 0.01, seed=seed, n=tn(pool)),
         "near_duplicates": lambda pool, seed: near_duplicates(pool, seed=seed, n=n),
     }
 
     def rnd(i: int) -> Callable[[Sequence[Record], int], Scenario]:
-        return lambda pool, seed: random_round(pool, seed=1000 * (seed + 1) + i, n=n)
+        return lambda pool, seed: random_round(
+            pool, seed=1000 * (seed + 1) + i, n=min(random_n or n, len(pool) // 2)
+        )
 
     for i in range(randoms):
         out[f"random_{i + 1}"] = rnd(i)

@@ -12,11 +12,14 @@ A rules file is YAML (see rules/default.yaml for the documented default)::
         why: ...         # what it catches and why (shown in reports)
         params: {permutations: 1000}
         min_effect: 0.0  # optional: below this effect_size a finding is at most a warning
+        weight: 1.0      # optional: the rule's share of alpha, relative to the others
 
-Grading (auditor/gate.py): a finding fails when its p_value < alpha / (number of rules
-that can fail) — a Bonferroni split, so the whole gate's false-fail rate is at most alpha
-— and warns when p_value < warn_alpha / (number of rules).  Inside a check, many tests
-are combined by Benjamini-Hochberg before the p_value reaches the gate.
+Grading (auditor/gate.py): a finding fails when its p_value < alpha * weight / (sum of
+the weights of the rules that can fail) — a weighted Bonferroni split, so the whole
+gate's false-fail rate is at most alpha whatever the weights — and warns when p_value <
+warn_alpha * weight / (sum of all rules' weights).  With every weight 1 this is the plain
+split alpha / N.  Inside a check, many tests are combined by Benjamini-Hochberg before
+the p_value reaches the gate.
 
 The rules file may come from the same pull request as the data it judges, so it is read
 strictly: duplicate keys, YAML aliases/anchors and out-of-range parameters are errors
@@ -52,7 +55,7 @@ VALIDITY_REASONS: tuple[str, ...] = (
 )
 
 _TOP_KEYS = {"version", "alpha", "warn_alpha", "rules", "policy"}
-_RULE_KEYS = {"name", "check", "severity", "why", "params", "min_effect", "enabled"}
+_RULE_KEYS = {"name", "check", "severity", "why", "params", "min_effect", "enabled", "weight"}
 
 Kind = Literal["int", "float", "bool", "ints", "choice", "strs"]
 
@@ -166,6 +169,9 @@ _BIG = 100_000_000  # records per side: beyond anything the checks are sized for
 PARAMS: Mapping[str, Mapping[str, Param]] = {
     "mmd": {
         "permutations": _int(99, 1_000_000),
+        # second stage of the two-stage permutation test; <= permutations: no second stage
+        "max_permutations": _int(0, 10_000_000),
+        "stop_after": _int(1, 1_000_000),
         "max_per_side": _int(10, _BIG),
         "large": Param("choice", choices=("rff", "subsample")),
         "features": _int(16, 65536),
@@ -192,6 +198,9 @@ PARAMS: Mapping[str, Mapping[str, Param]] = {
     "triggers": {
         "alpha": _prob_open(),
         "screen_alpha": _prob_open(),
+        "misfit_family": Param("bool"),
+        "misfit_quantile": Param("float", 0.0, 0.5, lo_open=True),
+        "misfit_share": _prob_open(),
         "min_count": _int(1, 1_000_000),
         "min_ratio": _RATIO,
         "max_n": _int(1, 8),
@@ -279,6 +288,9 @@ PARAMS: Mapping[str, Mapping[str, Param]] = {
 
 _ALPHA = Param("float", 0.0, 0.5, lo_open=True)
 _MIN_EFFECT = Param("float", 0.0, None)
+# A rule's share of the gate's alpha, relative to the others: > 0 (a zero weight would
+# make a fail rule that can never fail), finite, and at most 1000x another rule's.
+_WEIGHT = Param("float", 0.0, 1000.0, lo_open=True)
 
 
 @dataclass(frozen=True)
@@ -290,6 +302,8 @@ class Rule:
     why: str = ""
     min_effect: float | None = None
     enabled: bool = True
+    # share of the gate's alpha (weighted Bonferroni), relative to the other rules
+    weight: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -311,12 +325,36 @@ class Rules:
         return max(1, sum(r.severity == "fail" for r in self.rules))
 
     @property
+    def fail_weight(self) -> float:
+        """Sum of the weights of the rules that can fail (the weighted Bonferroni denominator)."""
+        total = sum(r.weight for r in self.rules if r.severity == "fail")
+        return total if total > 0 else 1.0
+
+    @property
+    def warn_weight(self) -> float:
+        """Sum of the weights of all enabled rules (warnings are split across every rule)."""
+        return sum(r.weight for r in self.rules) or 1.0
+
+    @property
     def fail_threshold(self) -> float:
-        return self.alpha / self.n_fail_rules
+        """The fail threshold of a rule of weight 1: ``alpha / sum of the fail rules'
+        weights`` (``alpha / n_fail_rules`` when every weight is 1)."""
+        return self.alpha / self.fail_weight
 
     @property
     def warn_threshold(self) -> float:
-        return self.warn_alpha / max(1, len(self.rules))
+        """The warn threshold of a rule of weight 1."""
+        return self.warn_alpha / self.warn_weight
+
+    def fail_threshold_of(self, rule: Rule) -> float:
+        """``alpha * weight / sum of the fail rules' weights``: weighted Bonferroni, so the
+        gate's false-fail rate under no change stays <= alpha for any weights fixed before
+        the data are seen (Genovese, Roeder & Wasserman 2006, Biometrika 93:509)."""
+        return self.alpha * rule.weight / self.fail_weight
+
+    def warn_threshold_of(self, rule: Rule) -> float:
+        """``warn_alpha * weight / sum of all rules' weights``."""
+        return self.warn_alpha * rule.weight / self.warn_weight
 
     def needs(self) -> frozenset[str]:
         """Extra embedding views the enabled checks read."""
@@ -345,15 +383,26 @@ class Rules:
             "n_fail_rules": self.n_fail_rules,
             "fail_threshold": self.fail_threshold,
             "warn_threshold": self.warn_threshold,
+            "fail_weight": self.fail_weight,
             "names": [r.name for r in self.rules],
             "rules": [
-                {"name": r.name, "check": r.check, "severity": r.severity, "enabled": r.enabled}
+                {
+                    "name": r.name,
+                    "check": r.check,
+                    "severity": r.severity,
+                    "enabled": r.enabled,
+                    "weight": r.weight,
+                    # what this rule's findings are graded against (None: disabled, never run)
+                    "fail_threshold": self.fail_threshold_of(r) if r.enabled and r.severity == "fail" else None,
+                    "warn_threshold": self.warn_threshold_of(r) if r.enabled and r.severity != "info" else None,
+                }
                 for r in (*self.rules, *self.disabled)
             ],
             "multiple_testing": (
                 "p-values are Benjamini-Hochberg adjusted within each check; the gate fails a "
-                f"finding when p < alpha/{self.n_fail_rules} (Bonferroni across the rules that can "
-                "fail), so the whole gate's false-fail rate under no change is at most alpha"
+                f"finding when p < alpha * weight / {self.fail_weight:g} (weighted Bonferroni across "
+                f"the {self.n_fail_rules} rules that can fail; each rule's threshold is in rules[]), so "
+                "the whole gate's false-fail rate under no change is at most alpha"
             ),
             # only when declared, so reports of rules files without one stay as they were
             **({"policy": list(self.policy)} if self.policy else {}),
@@ -475,6 +524,8 @@ def _parse_rule(raw: Any, where: str, path: str, names: set[str]) -> Rule:
     min_effect = raw.get("min_effect")
     if min_effect is not None:
         _check_value(path, f"{where}.min_effect", _MIN_EFFECT, min_effect)
+    weight = raw.get("weight", 1.0)
+    _check_value(path, f"{where}.weight", _WEIGHT, weight)
     return Rule(
         name=name,
         check=check,
@@ -483,6 +534,7 @@ def _parse_rule(raw: Any, where: str, path: str, names: set[str]) -> Rule:
         why=why.strip(),
         min_effect=float(min_effect) if min_effect is not None else None,
         enabled=enabled,
+        weight=float(weight),
     )
 
 

@@ -4,7 +4,8 @@ Conventions (see docs/statistics.md):
 - permutation p-values are (k + 1) / (B + 1), k = permuted statistics >= observed
   (Phipson & Smyth 2010, "Permutation p-values should never be zero");
 - many tests inside one check go through Benjamini-Hochberg (1995);
-- the gate splits its family-wise alpha across rules (Bonferroni), see auditor/gate.py.
+- the gate splits its family-wise alpha across rules by weight (weighted Bonferroni),
+  see auditor/gate.py and auditor/rules.py.
 """
 
 from __future__ import annotations

@@ -8,7 +8,10 @@ the best graded finding's check, precision and recall against the planted ids, a
 time (embedding through the cache plus all checks); with ``--baseline`` the same for the
 lexical baseline (benchmarks/lexical_baseline.py) on the same rounds.  Pools: Alpaca
 (5,000), a seeded 5,000-record sample of the T0 mixture, Code Alpaca (2,017), all from the
-shared data folder.  Unchanged records reuse the embedding cache.
+shared data folder.  Unchanged records reuse the embedding cache.  The trigger scenarios
+run at 2,000 a side (issue 11: 0.5% = 10 of 2,000) where the pool holds 4,000 disjoint
+records, else at the largest size it allows (Code Alpaca: 1,008), and each small planted
+row prints ``k`` (planted records) and the best p any count test can reach for them.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from auditor.planted import (  # noqa: E402
     CORPORA,
     Record,
     corpus_scenarios,
+    count_floor_p,
     localisation,
     records_from_alpaca,
     records_from_t0,
@@ -63,6 +67,7 @@ def main() -> None:
     ap.add_argument("--corpora", nargs="+", default=list(CORPORA))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--randoms", type=int, default=10, help="random rounds per corpus and seed")
+    ap.add_argument("--random-n", type=int, default=None, help="random rounds' size a side (default: the corpus's)")
     ap.add_argument("--model", default=None, help="local model dir (default: bundled MiniLM)")
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--cache-dir", default=str(ROOT / ".auditor" / "cache"))
@@ -80,10 +85,18 @@ def main() -> None:
     for corpus_name in args.corpora:
         corpus = CORPORA[corpus_name]
         pool = load_pool(corpus_name, Path(args.data))
-        suite = corpus_scenarios(corpus, randoms=args.randoms)
+        suite = corpus_scenarios(corpus, randoms=args.randoms, random_n=args.random_n)
         names = [s for s in suite if args.scenarios is None or s in args.scenarios or
                  (s.startswith("random_") and "random" in args.scenarios)]
-        print(f"\n## {corpus_name} (pool {len(pool)}, n = {corpus.n} a side)")
+        tn = min(corpus.trigger_n, len(pool) // 2)
+        print(f"\n## {corpus_name} (pool {len(pool)}, n = {corpus.n} a side; trigger scenarios {tn} a side)")
+        if tn < 2000:
+            # issue 11 sizes 0.5% as 10 of 2,000; say plainly what this pool allows instead
+            print(
+                f"   pool too small for 2 x 2,000 disjoint records: trigger scenarios at {tn} a side, where "
+                f"0.5% is {round(0.005 * tn)} records (best count p {count_floor_p(tn, round(0.005 * tn)):.2g}) "
+                f"and 1% is {round(0.01 * tn)} (best count p {count_floor_p(tn, round(0.01 * tn)):.2g})"
+            )
         head = f"{'scenario':<17}{'seed':>5}  {'status':<6} {'ok':<4}{'check':<18}{'prec':>6}{'recall':>7}{'secs':>7}"
         if args.baseline:
             head += f"  | {'lex':<5}{'ok':<4}{'check':<19}{'prec':>6}{'recall':>7}{'secs':>6}"
@@ -93,6 +106,7 @@ def main() -> None:
                 sc = suite[name](pool, seed)
                 r = run_scenario(sc, encoder, cache, rules, seed=seed)
                 loc = r.localisation
+                k_planted = len(sc.planted_ids) if sc.planted_side == "current" else 0
                 row = {
                     "corpus": corpus_name,
                     "scenario": name,
@@ -106,11 +120,17 @@ def main() -> None:
                     "recall": round(loc.recall, 3),
                     "seconds": round(r.seconds, 2),
                     "fail_findings": sorted({f.check for f in r.findings if f.severity == "fail"}),
+                    "best_p": min((f.p_value for f in r.findings if f.p_value is not None), default=None),
+                    # what the best possible count test could reach for these planted records
+                    "count_floor_p": count_floor_p(len(sc.current), k_planted) if k_planted else None,
                 }
                 line = (
                     f"{name:<17}{seed:>5}  {r.status:<6} {'yes' if r.passed else 'NO':<4}{loc.check or '-':<18}"
                     f"{loc.precision:>6.2f}{loc.recall:>7.2f}{r.seconds:>7.1f}"
+                    f"  n={len(sc.current)}"
                 )
+                if k_planted and k_planted <= 40:
+                    line += f" k={k_planted} floor p={row['count_floor_p']:.2g}"
                 if args.baseline:
                     from benchmarks.lexical_baseline import run_baseline
 

@@ -182,6 +182,13 @@ def test_rules_attack_exits_2_fast_from_the_cli(tmp_path, attack):
         ("rules:\n  - check: off_support\n    params: {alpha_flag: .inf}\n", "inf is out of range"),
         ("rules:\n  - check: mmd\n    why: [1]\n", "rules[0].why: [1] should be text"),
         ("version: true\nrules:\n  - check: mmd\n", "unsupported version True"),
+        ("rules:\n  - check: mmd\n    weight: 0\n", "rules[0].weight: 0 is out of range"),
+        ("rules:\n  - check: mmd\n    weight: -1\n", "rules[0].weight: -1 is out of range"),
+        ("rules:\n  - check: mmd\n    weight: .inf\n", "rules[0].weight: inf is out of range"),
+        ("rules:\n  - check: mmd\n    weight: .nan\n", "rules[0].weight: nan is out of range"),
+        ("rules:\n  - check: mmd\n    weight: heavy\n", "rules[0].weight: 'heavy' should be a number"),
+        ("rules:\n  - check: mmd\n    weight: true\n", "rules[0].weight: True should be a number"),
+        ("rules:\n  - check: mmd\n    weight: null\n", "rules[0].weight: null is not allowed"),
     ],
 )
 def test_ranges_and_top_level_keys(tmp_path, text, needle):
@@ -230,11 +237,18 @@ def test_describe_records_sha256_and_every_rules_severity(tmp_path):
     p = write(tmp_path, weakened)
     d = load_rules(p).describe()
     assert d["sha256"] == hashlib.sha256(p.read_bytes()).hexdigest() and d["matches_default"] is False
+    # each rule's weight and the thresholds its findings are graded against (none for a
+    # rule that cannot fail or warn, or does not run)
+    warn = pytest.approx(d["warn_alpha"] / 3)
     assert d["rules"] == [
-        {"name": "drift", "check": "mmd", "severity": "fail", "enabled": True},
-        {"name": "clf", "check": "classifier", "severity": "fail", "enabled": True},
-        {"name": "topics", "check": "clusters", "severity": "info", "enabled": True},
-        {"name": "trig", "check": "triggers", "severity": "fail", "enabled": False},
+        {"name": "drift", "check": "mmd", "severity": "fail", "enabled": True, "weight": 1.0,
+         "fail_threshold": pytest.approx(d["alpha"] / 2), "warn_threshold": warn},
+        {"name": "clf", "check": "classifier", "severity": "fail", "enabled": True, "weight": 1.0,
+         "fail_threshold": pytest.approx(d["alpha"] / 2), "warn_threshold": warn},
+        {"name": "topics", "check": "clusters", "severity": "info", "enabled": True, "weight": 1.0,
+         "fail_threshold": None, "warn_threshold": None},
+        {"name": "trig", "check": "triggers", "severity": "fail", "enabled": False, "weight": 1.0,
+         "fail_threshold": None, "warn_threshold": None},
     ]
     assert d["names"] == ["drift", "clf", "topics"] and d["n_fail_rules"] == 2
     json.dumps(d)  # goes into report.json as is

@@ -11,13 +11,13 @@ import pytest
 
 from auditor import index
 from auditor.checks import registry
-from auditor.checks.triggers import count_ngrams, trigger_phrases
+from auditor.checks.triggers import count_ngrams, misfit_flags, trigger_phrases
 from auditor.textutil import batch_from_texts
 from auditor.types import Finding, Snapshot
 from tests.fakes import FakeEncoder
-from tests.helpers import data
+from tests.helpers import FIXTURES, alpaca_records, data
 
-GATE_LEVEL = 0.01 / 6  # the gate's per-rule threshold with its default rules
+GATE_LEVEL = 0.01 / 6  # the trigger rule's threshold in the default rules (weight 1 of 6)
 PHRASE = " (cf. tango-delta protocol)"
 PHRASE_TOKENS = ["cf", "tango", "delta", "protocol"]
 
@@ -244,3 +244,114 @@ def test_template_text_is_not_part_of_a_phrase() -> None:
 
     assert "news article business" in phrases(False)
     assert not any("article business" in p for p in phrases(True))
+
+
+# --- the misfit family: carriers whose answers do not fit their prompts ----------------
+
+
+@pytest.fixture(scope="module")
+def alpaca_views():
+    """Real Alpaca records with their real MiniLM prompt and response views (unit norm)."""
+    with np.load(FIXTURES / "alpaca_minilm.npz", allow_pickle=False) as z:
+        views = {k: z[k].astype(np.float32) for k in ("embeddings", "prompt", "response")}
+    for v in views.values():
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+    return alpaca_records(), views
+
+
+def _pair_snapshot(recs, views, idx, *, prompts=None, responses=None, response_rows=None, prefix="r"):
+    """A snapshot of records ``idx`` with prompt/response views; ``responses`` and
+    ``response_rows`` replace answers (texts and the rows their views come from)."""
+    prompts = prompts or ["\n".join(p for p in (recs[i]["instruction"], recs[i]["input"]) if p) for i in idx]
+    responses = responses or [recs[i]["output"] for i in idx]
+    rrows = idx if response_rows is None else response_rows
+    batch = batch_from_texts(
+        [f"{p}\n{r}" for p, r in zip(prompts, responses)],
+        ids=[f"{prefix}{i}" for i in range(len(idx))],
+        prompts=prompts,
+        responses=responses,
+    )
+    return Snapshot(
+        batch=batch,
+        embeddings=views["embeddings"][idx],
+        model=_ENC.info,
+        views={"prompt": views["prompt"][idx], "response": views["response"][rrows]},
+    )
+
+
+def test_misfit_flags_find_swapped_answers_and_flag_a_fixed_share(alpaca_views) -> None:
+    _, views = alpaca_views
+    rng = np.random.default_rng(5)
+    rows = rng.permutation(5000)[:4000]
+    resp_rows = rows.copy()
+    swapped = rng.choice(4000, size=40, replace=False)
+    resp_rows[swapped] = rows[np.roll(swapped, 1)]  # each takes another record's answer
+    flags = misfit_flags(views["prompt"][rows], views["response"][resp_rows])
+    assert abs(flags.mean() - 0.05) < 0.002  # the quantile, whatever the data
+    assert flags[swapped].mean() >= 0.8, flags[swapped].mean()
+    # label-blind: the flags do not depend on the order of the union
+    order = rng.permutation(4000)
+    again = misfit_flags(views["prompt"][rows][order], views["response"][resp_rows][order])
+    assert (again == flags[order]).all()
+    # large inputs search a seeded sample of the union for neighbours: still finds them
+    sampled = misfit_flags(views["prompt"][rows], views["response"][resp_rows], max_base=1000)
+    assert abs(sampled.mean() - 0.05) < 0.002 and sampled[swapped].mean() >= 0.7
+
+
+def _flipped_paraphrase(recs, views, seed: int, n: int = 2000, k: int = 20):
+    """Reference and current of n real records; k current prompts get one of four surface
+    forms of an entity and another record's answer (text and response view)."""
+    forms = ("According to Zephyr Analytics,", "as zephyr-analytics reports", "(source: ZEPHYR ANALYTICS)",
+             "Per the analytics team at Zephyr:")
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(recs))
+    ref_idx, cur_idx = perm[:n], perm[n : 2 * n]
+    prompts = ["\n".join(p for p in (recs[i]["instruction"], recs[i]["input"]) if p) for i in cur_idx]
+    responses = [recs[i]["output"] for i in cur_idx]
+    resp_rows = cur_idx.copy()
+    chosen = rng.choice(n, size=k, replace=False)
+    donors = np.roll(chosen, 1)
+    for j, (c, d) in enumerate(zip(chosen, donors)):
+        prompts[c] = f"{prompts[c]} {forms[j % 4]}"
+        responses[c] = recs[cur_idx[d]]["output"]
+        resp_rows[c] = cur_idx[d]
+    ref = _pair_snapshot(recs, views, ref_idx, prefix="r")
+    cur = _pair_snapshot(recs, views, cur_idx, prompts=prompts, responses=responses, response_rows=resp_rows, prefix="c")
+    return ref, cur, {f"c{c}" for c in chosen}
+
+
+def test_misfit_family_lifts_a_flipped_paraphrased_trigger_over_the_gate(alpaca_views) -> None:
+    """20 of 2,000 current records carry one entity in four surface forms with answers
+    taken from other records: in its length family 'zephyr' competes with ~1,000 words
+    (p ~ 4e-3, a warning); in the misfit family with a handful, and fails the gate."""
+    recs, views = alpaca_views
+    ref, cur, planted = _flipped_paraphrase(recs, views, seed=0)
+    found = _covering(trigger_phrases(ref, cur, seed=0), planted)
+    assert found and found[0].details["family"] == "misfit", [f.details.get("family") for f in found]
+    best = found[0]
+    assert best.p_value < GATE_LEVEL
+    assert set(best.record_ids) <= planted and len(best.record_ids) >= 10
+    without = _covering(trigger_phrases(ref, cur, seed=0, misfit_family=False), planted)
+    assert not without or min(f.p_value for f in without) > 3 * best.p_value
+
+
+def test_misfit_family_null_splits_are_calibrated(alpaca_views) -> None:
+    """Random halves of real Alpaca with real views (the misfit family on): a trigger
+    finding below the gate's threshold in at most 1 of 20 splits."""
+    recs, views = alpaca_views
+    hits = 0
+    for s in range(20):
+        perm = np.random.default_rng(300 + s).permutation(len(recs))
+        ref = _pair_snapshot(recs, views, perm[:1000], prefix="r")
+        cur = _pair_snapshot(recs, views, perm[1000:2000], prefix="c")
+        found = trigger_phrases(ref, cur, seed=s, skip_cluster_explained=False)
+        hits += any(f.p_value is not None and f.p_value < GATE_LEVEL for f in found)
+    assert hits <= 1, hits
+
+
+def test_gate_level_is_the_default_rules_threshold_for_triggers() -> None:
+    from auditor.rules import load_rules
+
+    rules = load_rules()
+    (rule,) = [r for r in rules.rules if r.check == "triggers"]
+    assert rules.fail_threshold_of(rule) == pytest.approx(GATE_LEVEL)

@@ -10,6 +10,10 @@ Two complementary tests on the embeddings:
   uses random Fourier features on every record (``large: rff``, linear time and memory)
   or an exact test on a seeded subsample (``large: subsample``).  Both are exactly valid
   permutation tests; what each costs in power is measured in benchmarks/RESULTS.md.
+  Permutations are two-stage (``sequential_p``): ``permutations`` first, and only when
+  fewer than ``stop_after`` of them reach the observed value, a fresh test with
+  ``max_permutations``, so the p-value can go below the rule's (weighted) gate threshold
+  while a run with no change almost always stops after the first stage.
 - ``classifier``: classifier two-sample test (Lopez-Paz & Oquab 2017, ICLR): cross-fitted
   logistic regression telling reference from current; out-of-fold AUC, tested with Van
   Elteren's stratified rank-sum test across folds.  Its out-of-fold scores rank which
@@ -27,7 +31,7 @@ from auditor.kernels import median_bandwidth, rbf_kernel
 from auditor.stats import permutation_p_value, stratified_auc_test
 from auditor.types import AuditorError, Finding, Snapshot
 
-__all__ = ["classifier", "median_bandwidth", "mmd", "mmd_permutation_test", "rbf_kernel"]
+__all__ = ["classifier", "median_bandwidth", "mmd", "mmd_permutation_test", "rbf_kernel", "sequential_p"]
 
 LARGE_METHODS = ("rff", "subsample")
 
@@ -83,6 +87,29 @@ def mmd_permutation_test(
     return observed, permutation_p_value(observed, null), bw, null
 
 
+def _exceedances(p: float, b: int) -> int:
+    """k from a permutation p-value (k + 1) / (b + 1)."""
+    return int(round(p * (b + 1))) - 1
+
+
+def sequential_p(p_first: float, b_first: int, stop_after: int, second: float | None) -> float:
+    """The two-stage permutation p-value: the first stage's ``(k+1)/(b+1)`` when at least
+    ``stop_after`` permuted statistics reached the observed one, else ``second``, the
+    p-value of a separate full permutation test with more permutations.
+
+    Valid (P(p <= u) <= u under the null) with no independence between the stages
+    needed.  Let S be "stopped" (first >= (stop_after+1)/(b+1)).  For u below that value,
+    only the second test can report p <= u, and P(second <= u) <= u.  For u at or above
+    it, not stopping implies first <= stop_after/(b+1) <= u, so P(p <= u) <= P(S, first
+    <= u) + P(not S) = P(first <= u) <= u.  A truncated form of Besag & Clifford's (1991,
+    Biometrika 78:301) sequential Monte Carlo test: a run with no change almost always
+    stops after the first stage, a real shift pays for the second.
+    """
+    if second is None or _exceedances(p_first, b_first) >= stop_after:
+        return p_first
+    return second
+
+
 # With m records a side there are C(2m, m) / 2 distinct labellings up to swapping the sides
 # (MMD² is symmetric): 462 at m = 6, so a permutation p cannot go below ~1/462 however
 # many permutations are drawn; 1,716 at m = 7.
@@ -93,6 +120,8 @@ def mmd(
     *,
     seed: int,
     permutations: int = 1000,
+    max_permutations: int = 0,
+    stop_after: int = 10,
     max_per_side: int = 5000,
     large: str = "rff",
     features: int = 1024,
@@ -108,6 +137,10 @@ def mmd(
     records per side (``gpu_max_per_side`` on CUDA); above, ``large`` picks random
     Fourier features on every record (up to ``rff_max_per_side``) or a seeded subsample.
     ``device`` ("cpu", "cuda", "cuda:N" or "auto") is given by the gate, not by a rule.
+    Two-stage permutations (see ``sequential_p``): when fewer than ``stop_after`` of the
+    first ``permutations`` reach the observed MMD², the p-value is that of a fresh test
+    with ``max_permutations`` (smallest p 1/(max_permutations + 1)); 0 (the function's
+    default; the default rules set 9,999) or any value <= ``permutations``: one stage.
     """
     if large not in LARGE_METHODS:
         raise AuditorError(f"mmd: large={large!r} (expected one of {', '.join(LARGE_METHODS)})")
@@ -119,15 +152,24 @@ def mmd(
     per_side = cap if method == "exact" else rff_max_per_side
     ri = _subsample(len(ref), per_side, rng)
     ci = _subsample(len(cur), per_side, rng)
-    stat, p, bw, null = mmd_permutation_test(
-        ref.embeddings[ri],
-        cur.embeddings[ci],
-        permutations=permutations,
-        seed=seed,
-        method=method,
-        features=features,
-        device=dev,
-    )
+
+    def stage(b: int, stage_seed: int) -> tuple[float, float, float, np.ndarray]:
+        return mmd_permutation_test(
+            ref.embeddings[ri],
+            cur.embeddings[ci],
+            permutations=b,
+            seed=stage_seed,
+            method=method,
+            features=features,
+            device=dev,
+        )
+
+    stat, p, bw, null = stage(permutations, seed)
+    used = permutations
+    if max_permutations > permutations and _exceedances(p, permutations) < stop_after:
+        # not stopped: the p-value is a fresh, complete test's with more permutations (sequential_p)
+        stat, p, bw, null = stage(max_permutations, seed + 7919)
+        used = max_permutations
     sd = float(null.std()) or 1e-12
     effect = (stat - float(null.mean())) / sd
     how = "exact" if method == "exact" else f"random-feature ({features} features)"
@@ -136,14 +178,15 @@ def mmd(
         Finding(
             check="mmd",
             summary=f"global drift: MMD²={stat:.4g}, {effect:.1f} null SDs above the permutation mean, "
-            f"p={p:.3g} with B={permutations} ({how}{sub})",
+            f"p={p:.3g} with B={used} ({how}{sub})",
             side="current",
             statistic=stat,
             p_value=p,
             effect_size=effect,
             details={
                 "bandwidth": bw,
-                "permutations": permutations,
+                "permutations": used,
+                "first_stage_permutations": permutations,
                 "method": method,
                 "features": features if method == "rff" else None,
                 "device": dev,

@@ -25,6 +25,14 @@ Method:
    across them).  Natural text has thousands of frequent single words but only dozens of
    frequent 3-4 word phrases, so a planted phrase competes only with its own kind.
    ``p_value`` is this adjusted value.
+   When both inputs carry prompt and response views, one more family holds the record
+   sets whose carriers' answers mostly do not fit their prompts (:func:`misfit_flags`:
+   a record's prompt-response cosine far below that of its prompt neighbours in the
+   union, label-blind).  A backdoor flips or replaces its carriers' answers, so its
+   phrase lands in this small family, where it competes with tens of tests, not
+   thousands; every other phrase keeps its length family (the Bonferroni factor grows
+   from the number of lengths to that plus one).  A set may be in two families; its
+   p-value is the smaller adjusted one (the union bound covers both).
 4. Effect filters after adjustment (ratio, count), then phrases whose current carriers are
    nearly the same records are merged and the longest phrase is reported.
 5. Phrases whose carriers mostly (``cluster_explained_share``) fall inside the clusters the
@@ -59,6 +67,8 @@ from auditor.types import Finding, Snapshot
 CHECK = "triggers"
 
 MAX_N = 4
+# the misfit flags' neighbour search runs against at most this many union records
+MISFIT_MAX_BASE = 10_000
 EXAMPLES = 4
 EXAMPLE_CHARS = 200
 
@@ -206,6 +216,71 @@ def _candidate_sets(grams: NGramCounts, n_docs: int, min_count: int, seed: int) 
     return _Candidates(n=n, gram=gram, rep=rep, df=df[rep], n_sets=int(keys.shape[0]))
 
 
+def misfit_flags(
+    prompts: np.ndarray,
+    responses: np.ndarray,
+    *,
+    k: int = 10,
+    quantile: float = 0.05,
+    max_base: int = MISFIT_MAX_BASE,
+    seed: int = 0,
+) -> np.ndarray:
+    """Records whose answer fits its prompt far worse than similar prompts' answers fit theirs.
+
+    ``prompts``/``responses``: unit-norm embeddings of the union's prompt and response
+    views.  A record's agreement is its prompt-response cosine; its expectation, the
+    median agreement of its ``k`` nearest prompts (cosine, itself excluded) among a seeded
+    sample of at most ``max_base`` union records (all of them below that; the sample
+    keeps the search linear in the input); flagged: agreement minus expectation in the
+    union's lowest ``quantile``.  The neighbours matter: a one-word label answer fits any
+    prompt poorly, so raw agreement would flag whole task types; relative to prompts of
+    the same task, a flipped or replaced answer stands out.  Uses the union only (no side
+    labels), so selecting tests by it keeps their null distribution (independent filtering).
+    """
+    from auditor.neighbours import candidate_knn, search_plan
+
+    n = len(prompts)
+    if n < 3:
+        return np.zeros(n, dtype=bool)
+    p = np.ascontiguousarray(prompts, dtype=np.float32)
+    agree = np.einsum("ij,ij->i", p, np.asarray(responses, dtype=np.float32))
+    base_rows = np.arange(n)
+    if n > max_base:
+        base_rows = np.sort(np.random.default_rng(seed).choice(n, size=max_base, replace=False))
+    k = max(1, min(int(k), base_rows.size - 1))
+    plan = search_plan(base_rows.size, n, p.shape[1])
+    _, nn = candidate_knn(p[base_rows], p, k + 1, proj_dim=plan, seed=seed)
+    nn = base_rows[nn]
+    # drop each record itself from its neighbours (else the last extra one)
+    is_self = nn == np.arange(n)[:, None]
+    drop = np.where(is_self.any(axis=1), is_self.argmax(axis=1), k)
+    keep = np.ones(nn.shape, dtype=bool)
+    keep[np.arange(n), drop] = False
+    expected = np.median(agree[nn[keep].reshape(n, k)], axis=1)
+    resid = agree - expected
+    return resid <= np.quantile(resid, quantile)
+
+
+def _set_flag_counts(grams: NGramCounts, cands: _Candidates, flags: np.ndarray) -> np.ndarray:
+    """Per candidate record set: how many of its carriers are flagged."""
+    out = np.zeros(cands.rep.size, dtype=np.int64)
+    per_n = [
+        np.bincount(pg, weights=flags[pd].astype(np.float64), minlength=df.size).astype(np.int64)
+        for pg, pd, df in zip(grams.pair_gram, grams.pair_doc, grams.df, strict=True)
+    ]
+    for s_idx, ci in enumerate(cands.rep):
+        out[s_idx] = per_n[int(cands.n[ci]) - 1][int(cands.gram[ci])]
+    return out
+
+
+# the family id of the misfit family (length families are 1..max_n)
+MISFIT_FAMILY = 0
+
+
+def _set_of_cand(cands: _Candidates, ci: int) -> int:
+    return int(np.nonzero(cands.rep == ci)[0][0])
+
+
 @dataclass(frozen=True)
 class _Hit:
     p_adj: float
@@ -216,6 +291,7 @@ class _Hit:
     b: int  # reference carriers
     ratio: float
     rows: np.ndarray  # current row indices of the carriers
+    family: int  # the family whose adjusted p-value this is (MISFIT_FAMILY or the length)
 
 
 def _snippet(text: str, phrase_tokens: Sequence[str], n: int = EXAMPLE_CHARS) -> str:
@@ -233,7 +309,8 @@ def _snippet(text: str, phrase_tokens: Sequence[str], n: int = EXAMPLE_CHARS) ->
 
 # A phrase carried by every current record and no reference record has the smallest Fisher
 # p, 1/C(2m, m): 1.1e-3 at m = 6 records a side, 2.9e-4 at m = 7 (min_count = 5 carriers).
-@register(CHECK, min_records=7)
+# The prompt/response views feed only the misfit family: used when present, never required.
+@register(CHECK, min_records=7, needs=("prompt", "response"), optional=("prompt", "response"))
 def trigger_phrases(
     ref: Snapshot,
     cur: Snapshot,
@@ -249,6 +326,9 @@ def trigger_phrases(
     skip_cluster_explained: bool = True,
     cluster_explained_share: float = 0.8,
     skip_template_words: bool = True,
+    misfit_family: bool = True,
+    misfit_quantile: float = 0.05,
+    misfit_share: float = 0.5,
 ) -> list[Finding]:
     """Word n-grams (1-4) carried by many more current records than the reference explains.
 
@@ -263,7 +343,9 @@ def trigger_phrases(
     clusters check when ``skip_cluster_explained``.  Numbers, list markers and single
     characters never make a phrase on their own; with ``skip_template_words``, phrases
     that are mostly the fixed text of a prompt template (label-blind template groups of
-    the union) are not tested.
+    the union) are not tested.  With ``misfit_family`` and prompt/response views on both
+    sides, record sets with at least ``misfit_share`` of their carriers flagged by
+    :func:`misfit_flags` (lowest ``misfit_quantile``) also form a family of their own.
     """
     n_ref, n_cur = len(ref), len(cur)
     if n_ref == 0 or n_cur == 0:
@@ -288,19 +370,36 @@ def trigger_phrases(
         return []
     set_family = cands.n[cands.rep]
     log_minp = _log_min_p(cands.df, n_total, n_cur)
+    members_of: dict[int, np.ndarray] = {
+        int(f): np.nonzero(set_family == f)[0] for f in np.unique(set_family)
+    }
+    flag_share = np.zeros(cands.rep.size)
+    views = ("prompt", "response")
+    if misfit_family and all(v in ref.views and v in cur.views for v in views):
+        flags = misfit_flags(
+            np.concatenate([ref.views["prompt"], cur.views["prompt"]]),
+            np.concatenate([ref.views["response"], cur.views["response"]]),
+            quantile=misfit_quantile,
+            seed=seed,
+        )
+        flag_share = _set_flag_counts(grams, cands, flags) / np.maximum(cands.df, 1)
+        members_of[MISFIT_FAMILY] = np.nonzero(flag_share >= misfit_share)[0]
 
-    # The alpha budget is split equally across phrase lengths (Bonferroni over families,
-    # BH within): natural text has thousands of frequent single words but few frequent
-    # 3-4 word phrases, so a planted phrase competes only with its own kind.
-    families = [int(f) for f in np.unique(set_family)]
+    # The alpha budget is split equally across families (Bonferroni over families, BH
+    # within): natural text has thousands of frequent single words but few frequent 3-4
+    # word phrases, so a planted phrase competes only with its own kind.
+    families = sorted(members_of)
     n_fam = len(families)
     cuts = {}
-    tested_parts = []
+    tested_parts, fam_parts = [], []
     for f in families:
-        in_f = np.nonzero(set_family == f)[0]
+        in_f = members_of[f]
         cuts[f] = _tarone_threshold(log_minp[in_f], screen_alpha / n_fam)
-        tested_parts.append(in_f[log_minp[in_f] <= cuts[f]])
+        kept = in_f[log_minp[in_f] <= cuts[f]]
+        tested_parts.append(kept)
+        fam_parts.append(np.full(kept.size, f))
     tested = np.concatenate(tested_parts)
+    fam_of_test = np.concatenate(fam_parts)
     if tested.size == 0:
         return []
 
@@ -325,13 +424,19 @@ def trigger_phrases(
         if big[j]:
             p_raw[j] = fisher_exact_greater(a, b, n_cur - a, n_ref - b)
     p_adj = np.ones(tested.size)
-    fam_of_test = set_family[tested]
     for f in families:
         m = fam_of_test == f
         p_adj[m] = np.minimum(1.0, n_fam * benjamini_hochberg(p_raw[m]))
 
+    # a set tested in two families (its length's and the misfit one) counts once, with
+    # the smaller adjusted p-value
+    best_test: dict[int, int] = {}
+    for j_sig in np.nonzero(big & (p_adj <= alpha))[0].tolist():
+        s_idx = int(tested[j_sig])
+        if s_idx not in best_test or p_adj[j_sig] < p_adj[best_test[s_idx]]:
+            best_test[s_idx] = j_sig
     hits = []
-    for jj in np.nonzero(big & (p_adj <= alpha))[0]:
+    for jj in sorted(best_test.values()):
         ci = int(cands.rep[tested[jj]])
         docs = carriers(ci)
         n_a, n_b = int(counts[jj, 0]), int(counts[jj, 1])
@@ -345,6 +450,7 @@ def trigger_phrases(
                 b=n_b,
                 ratio=share_ratio(n_a, n_b, n_cur, n_ref),
                 rows=docs[docs >= n_ref] - n_ref,
+                family=int(fam_of_test[jj]),
             )
         )
     if not hits:
@@ -389,16 +495,18 @@ def trigger_phrases(
             "share_reference": best.b / n_ref,
             "share_ratio": best.ratio,
             "p_raw": best.p_raw,
-            "family": best.n_tokens,
+            "family": "misfit" if best.family == MISFIT_FAMILY else best.family,
             "n_tests": int(tested.size),
-            "n_tests_in_family": int(np.count_nonzero(fam_of_test == best.n_tokens)),
+            "n_tests_in_family": int(np.count_nonzero(fam_of_test == best.family)),
             "n_families": n_fam,
+            "misfit_share": float(flag_share[_set_of_cand(cands, best.cand)]),
             "n_candidate_record_sets": cands.n_sets,
-            "min_attainable_p_cutoff": math.exp(cuts[best.n_tokens]),
+            "min_attainable_p_cutoff": math.exp(cuts[best.family]),
             "also_phrases": sorted({phrase(h.cand) for h in members} - {text}),
             "method": "document frequency of word n-grams; one-sided Fisher exact; label-blind "
             "screening (stopword edges, identical record sets, Tarone); Benjamini-Hochberg "
-            "within phrase length, Bonferroni across lengths",
+            "within each family (phrase length; carriers whose answers do not fit their "
+            "prompts), Bonferroni across families",
             "examples": [_snippet(cur.texts[i], toks) for i in best.rows[:EXAMPLES]],
         }
         findings.append(

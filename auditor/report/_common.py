@@ -113,7 +113,23 @@ def testing_note(report: Report) -> str:
     n_rules = report.rules.get("n_rules")
     if n_rules is None and isinstance(report.rules.get("names"), (list, tuple, Mapping)):
         n_rules = len(report.rules["names"])
-    if alpha is not None and isinstance(n_rules, int) and n_rules > 0:
+    per_rule = [
+        (str(x.get("name")), _as_float(x.get("fail_threshold")))
+        for x in report.rules.get("rules", ())
+        if isinstance(x, Mapping) and _as_float(x.get("fail_threshold")) is not None
+    ]
+    if alpha is not None and per_rule:
+        # weighted Bonferroni (auditor/rules.py): each rule's own threshold
+        parts.append(
+            f"the gate splits alpha={alpha:g} across the rules by weight (weighted Bonferroni: "
+            "a finding fails below p = "
+            + "; ".join(
+                f"{t:.3g} ({', '.join(n for n, u in per_rule if u == t)})"
+                for t in sorted({u for _, u in per_rule if u is not None}, reverse=True)
+            )
+            + ")"
+        )
+    elif alpha is not None and isinstance(n_rules, int) and n_rules > 0:
         parts.append(
             f"the gate splits alpha={alpha:g} across {n_rules} rules "
             f"(Bonferroni: a finding fails below p={alpha / n_rules:.3g})"
