@@ -139,23 +139,33 @@ def band_keys(sig: np.ndarray, *, bands: int, rows: int) -> np.ndarray:
 def pairs_from_band_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The candidate pairs of :func:`lsh_candidate_pairs` from precomputed band keys."""
     n = keys.shape[0]
-    found: list[np.ndarray] = []
+    # Pair codes (lo * n + hi) are merged band by band into one sorted set: many copies of
+    # one text share a bucket in every band and give the same pairs 20 times over, so
+    # holding each band's pairs until the end cost ~20x the distinct pairs (5.6 GB at
+    # 200,000 records that repeat 5,000 texts; the result is the same sorted set).
+    uniq = np.zeros(0, dtype=np.int64)
     for band in range(keys.shape[1]):
         key = keys[:, band]
         order = np.argsort(key, kind="stable")
         ks = key[order]
+        found: list[np.ndarray] = []
         for off in range(1, min(_BUCKET_SPAN, n - 1) + 1):
             same = ks[off:] == ks[:-off]
             # keys are sorted, so once no run is longer than `off` none is longer than off + 1
             if not same.any():
                 break
-            found.append(np.stack([order[:-off][same], order[off:][same]]))
-    if not found:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty
-    pairs = np.concatenate(found, axis=1)
-    lo, hi = np.minimum(pairs[0], pairs[1]), np.maximum(pairs[0], pairs[1])
-    uniq = np.unique(lo.astype(np.int64) * n + hi)
+            a, b = order[:-off][same].astype(np.int64), order[off:][same].astype(np.int64)
+            found.append(np.minimum(a, b) * n + np.maximum(a, b))
+        if found:
+            # a band's pairs are distinct (distinct sorted positions); sorted, they join the
+            # sorted set as a second run, which a stable (merge) sort joins in linear time
+            codes = np.concatenate(found)
+            codes.sort()
+            merged = np.concatenate([uniq, codes])
+            merged.sort(kind="stable")
+            keep = np.ones(merged.size, dtype=bool)
+            keep[1:] = merged[1:] != merged[:-1]
+            uniq = merged[keep]
     return uniq // n, uniq % n
 
 

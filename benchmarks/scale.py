@@ -37,7 +37,11 @@ sys.path.insert(0, str(ROOT))
 
 
 def make_shards(
-    folder: Path, n: int, shards: int, base_of: Callable[[int], int] = lambda i: i, number: Callable[[int], int] = lambda i: i
+    folder: Path,
+    n: int,
+    shards: int,
+    base_of: Callable[[int], int] = lambda i: i,
+    number: Callable[[int], int] = lambda i: i,
 ) -> None:
     """``n`` distinct Alpaca-derived records in ``shards`` JSONL files: record ``i`` is
     Alpaca record ``base_of(i) % 5000`` with ``number(i)`` appended."""
@@ -84,8 +88,12 @@ def main() -> None:
     ap.add_argument("--engines", default="local,ray")
     ap.add_argument("--audit", action="store_true", help="time the whole audit (see the module docstring)")
     ap.add_argument("--reference-records", type=int, default=200_000)
-    ap.add_argument("--cache-dir", type=Path, default=None, help="--audit: embedding cache (default OUT/cache)")
-    ap.add_argument("--results", type=Path, default=None, help="--audit: also merge the result into this JSON")
+    ap.add_argument(
+        "--cache-dir", type=Path, default=None, help="--audit: embedding cache (default OUT/cache)"
+    )
+    ap.add_argument(
+        "--results", type=Path, default=None, help="--audit: also merge the result into this JSON"
+    )
     ap.add_argument(
         "--throughput",
         default=None,
@@ -242,13 +250,6 @@ def _descendants(root: int) -> dict[int, str]:
 
 def audit_bench(args: argparse.Namespace) -> None:
     """The CLI audit end to end, with every stage timed (see the module docstring)."""
-    import dataclasses
-
-    import auditor.api as api
-    import auditor.report as report_mod
-    from auditor import checks
-    from auditor.cli import main as cli_main
-
     os.environ.setdefault("AUDITOR_CACHE_KEY", "bench-key-0123456789abcdef012345")
     t_in = time.perf_counter()
     cur, ref = audit_inputs(args.out, args.records, args.reference_records, args.shards)
@@ -256,64 +257,7 @@ def audit_bench(args: argparse.Namespace) -> None:
     cache_dir = args.cache_dir or args.out / "cache"
     results: dict[str, Any] = {}
     for engine in args.engines.split(","):
-        st = _Stages()
-        sides = iter(["current", "reference"])
-        embeds = iter(["reference", "current"])
-
-        def wrap(fn: Callable[..., Any], label: Callable[[], str]) -> Callable[..., Any]:
-            def inner(*a: Any, **k: Any) -> Any:
-                with st.timed(label()):
-                    return fn(*a, **k)
-
-            return inner
-
-        saved = (api.load_batch, api.snapshot_of, report_mod.write_reports, dict(checks._REGISTRY))
-        api.load_batch = wrap(api.load_batch, lambda: f"read {next(sides)}")  # type: ignore[assignment]
-        api.snapshot_of = wrap(api.snapshot_of, lambda: f"embed {next(embeds)}")  # type: ignore[assignment]
-        report_mod.write_reports = wrap(report_mod.write_reports, lambda: "write reports")  # type: ignore[assignment]
-        for name, spec in checks.registry().items():
-            checks._REGISTRY[name] = dataclasses.replace(spec, func=wrap(spec.func, lambda n=name: f"check {n}"))
-        if engine == "ray":
-            import auditor.engine.ray_engine as re_mod
-
-            saved_prefill = re_mod.prefill
-            re_mod.prefill = wrap(re_mod.prefill, lambda: "embed both on ray (prefill)")  # type: ignore[assignment]
-        out_dir = args.out / f"report-{engine}-{args.records}"
-        argv = [
-            "audit", str(cur), "--reference", str(ref), "--model", args.model, "--cache-dir", str(cache_dir),
-            "--out", str(out_dir), "--engine", engine, "--quiet",
-        ]  # fmt: skip
-        t0 = time.perf_counter()
-        code: object = 0
-        try:
-            with st.timed("total"):
-                cli_main(argv)
-        except SystemExit as e:
-            code = e.code
-        finally:
-            st.stop()
-            api.load_batch, api.snapshot_of, report_mod.write_reports = saved[:3]  # type: ignore[assignment]
-            checks._REGISTRY.clear()
-            checks._REGISTRY.update(saved[3])
-            if engine == "ray":
-                re_mod.prefill = saved_prefill  # type: ignore[assignment]
-        wall = time.perf_counter() - t0
-        report = json.loads((out_dir / "report.json").read_text()) if (out_dir / "report.json").exists() else {}
-        total = st.seconds.pop("total")
-        results[engine] = {
-            "exit_code": code,
-            "status": report.get("status"),
-            "wall_s": round(wall, 1),
-            "stage_s": {k: round(v, 1) for k, v in st.seconds.items()},
-            "other_s": round(total - sum(st.seconds.values()), 1),
-            "driver_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-            "driver_rss_mb_by_stage": {k: v for k, v in st.driver_peak.items() if k != "total"},
-            "child_peak_rss_mb": dict(sorted(st.children.items(), key=lambda kv: -kv[1])),
-            "findings": dict(Counter(f"{f.get('check')}:{f.get('severity')}" for f in report.get("findings", []))),
-            "notes": [
-                o.get("reason") for o in report.get("outcomes", []) if o.get("reason")
-            ],
-        }
+        results[engine] = _audit_once(args, engine, cur, ref, cache_dir)
         print(engine, json.dumps(results[engine], indent=1), flush=True)
     summary = {
         "records": args.records,
@@ -325,9 +269,79 @@ def audit_bench(args: argparse.Namespace) -> None:
     }
     if args.results is not None:
         old = json.loads(args.results.read_text()) if args.results.exists() else {}
-        old.setdefault("audit", {})[str(args.records)] = summary
+        old.setdefault("audit", {})[f"{args.records}+{args.reference_records}"] = summary
         args.results.write_text(json.dumps(old, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
+
+
+def _audit_once(
+    args: argparse.Namespace, engine: str, cur: Path, ref: Path, cache_dir: Path
+) -> dict[str, Any]:
+    """One ``auditor audit`` through the CLI with every stage wrapped in a timer."""
+    import dataclasses
+
+    import auditor.api as api
+    import auditor.engine.ray_engine as re_mod
+    import auditor.report as report_mod
+    from auditor import checks
+    from auditor.cli import main as cli_main
+
+    st = _Stages()
+    sides = iter(["current", "reference"])
+    embeds = iter(["reference", "current"])
+
+    def wrap(fn: Callable[..., Any], label: Callable[[], str]) -> Callable[..., Any]:
+        def inner(*a: Any, **k: Any) -> Any:
+            with st.timed(label()):
+                return fn(*a, **k)
+
+        return inner
+
+    saved = (api.load_batch, api.snapshot_of, report_mod.write_reports, dict(checks._REGISTRY))
+    api.load_batch = wrap(api.load_batch, lambda: f"read {next(sides)}")  # type: ignore[assignment]
+    api.snapshot_of = wrap(api.snapshot_of, lambda: f"embed {next(embeds)}")  # type: ignore[assignment]
+    report_mod.write_reports = wrap(report_mod.write_reports, lambda: "write reports")  # type: ignore[assignment]
+    for name, spec in checks.registry().items():
+        checks._REGISTRY[name] = dataclasses.replace(spec, func=wrap(spec.func, lambda n=name: f"check {n}"))
+    saved_prefill = re_mod.prefill
+    if engine == "ray":
+        re_mod.prefill = wrap(re_mod.prefill, lambda: "embed both on ray (prefill)")  # type: ignore[assignment]
+    out_dir = args.out / f"report-{engine}-{args.records}"
+    argv = [
+        "audit", str(cur), "--reference", str(ref), "--model", args.model, "--cache-dir", str(cache_dir),
+        "--out", str(out_dir), "--engine", engine, "--quiet",
+    ]  # fmt: skip
+    t0 = time.perf_counter()
+    code: object = 0
+    try:
+        with st.timed("total"):
+            cli_main(argv)
+    except SystemExit as e:
+        code = e.code
+    finally:
+        st.stop()
+        api.load_batch, api.snapshot_of, report_mod.write_reports = saved[:3]  # type: ignore[assignment]
+        checks._REGISTRY.clear()
+        checks._REGISTRY.update(saved[3])
+        re_mod.prefill = saved_prefill  # type: ignore[assignment]
+    wall = time.perf_counter() - t0
+    report = json.loads((out_dir / "report.json").read_text()) if (out_dir / "report.json").exists() else {}
+    total = st.seconds.pop("total")
+    result = {
+        "exit_code": code,
+        "status": report.get("status"),
+        "wall_s": round(wall, 1),
+        "stage_s": {k: round(v, 1) for k, v in st.seconds.items()},
+        "other_s": round(total - sum(st.seconds.values()), 1),
+        "driver_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "driver_rss_mb_by_stage": {k: v for k, v in st.driver_peak.items() if k != "total"},
+        "child_peak_rss_mb": dict(sorted(st.children.items(), key=lambda kv: -kv[1])),
+        "findings": dict(
+            Counter(f"{f.get('check')}:{f.get('severity')}" for f in report.get("findings", []))
+        ),
+        "notes": [o.get("reason") for o in report.get("outcomes", []) if o.get("reason")],
+    }
+    return result
 
 
 class _Watch:
