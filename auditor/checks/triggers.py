@@ -131,7 +131,9 @@ def count_ngrams(texts: Sequence[str], max_n: int, min_count: int) -> NGramCount
         cand = frequent & ~is_stop[table[:, 0]] & ~is_stop[table[:, -1]]
         pos = np.nonzero(code >= 0)[0]
         pos = pos[cand[code[pos]]]
-        pairs = np.unique(code[pos] * n_docs + doc[pos])
+        # sort + mask, not np.unique: numpy 2.4's hash-based unique is ~50x slower on these
+        pairs = np.sort(code[pos] * n_docs + doc[pos])
+        pairs = pairs[np.concatenate(([True], pairs[1:] != pairs[:-1]))] if pairs.size else pairs
         pg, pdoc = pairs // n_docs, pairs % n_docs
         gram_tokens.append(table)
         pair_gram.append(pg)
