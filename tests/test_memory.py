@@ -73,3 +73,22 @@ def test_classifier_says_when_it_subsamples() -> None:
     part = classifier(ref, cur, seed=0, max_per_side=50)[0]
     assert "on a 50+50 subsample" in part.summary
     assert (part.details["n_reference_tested"], part.details["n_current_tested"]) == (50, 50)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 4_000_000])
+def test_pair_jaccard_vectorised_equals_python_sets(monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
+    import auditor.minhash as mh
+
+    monkeypatch.setattr(mh, "_JACCARD_CHUNK", chunk)  # chunks of one pair up to all pairs at once
+    rng = np.random.default_rng(4)
+    sizes = rng.integers(1, 12, size=40)
+    # few distinct values, repeated within a row: overlaps and in-row duplicates
+    values = rng.integers(0, 2**32 - 1 if chunk == 1 else 15, size=int(sizes.sum())).astype(np.uint64)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    lo = rng.integers(0, 40, size=300)
+    hi = rng.integers(0, 40, size=300)
+    sets = [set(values[s : s + n].tolist()) for s, n in zip(starts, sizes, strict=True)]
+    want = [len(sets[a] & sets[b]) / len(sets[a] | sets[b]) for a, b in zip(lo, hi, strict=True)]
+    got = mh.pair_jaccard(values, starts, lo, hi)
+    assert got.tolist() == want  # exact: the same integer ratio
+    assert mh.pair_jaccard(values, starts, lo[:0], hi[:0]).size == 0
