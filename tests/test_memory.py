@@ -92,3 +92,22 @@ def test_pair_jaccard_vectorised_equals_python_sets(monkeypatch: pytest.MonkeyPa
     got = mh.pair_jaccard(values, starts, lo, hi)
     assert got.tolist() == want  # exact: the same integer ratio
     assert mh.pair_jaccard(values, starts, lo[:0], hi[:0]).size == 0
+
+
+def test_chunked_tokenizer_gives_the_one_pass_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    import auditor.checks.triggers as trig
+    from tests.helpers import alpaca_texts
+
+    texts = list(alpaca_texts()[:300]) + ["", "tango-delta Tango DELTA 7"]
+    monkeypatch.setattr(trig, "_TOKENIZE_CHUNK", 10**9)
+    one_tokens, one_doc, one_words = trig._tokenize(texts)
+    one = trig.count_ngrams(texts, 4, 3)
+    monkeypatch.setattr(trig, "_TOKENIZE_CHUNK", 7)
+    tokens, doc, words = trig._tokenize(texts)
+    assert words == one_words and len(set(words)) == len(words)
+    np.testing.assert_array_equal(tokens, one_tokens)
+    np.testing.assert_array_equal(doc, one_doc)
+    assert [words[t] for t in tokens[doc == len(texts) - 1]] == ["tango", "delta", "tango", "delta", "7"]
+    chunked = trig.count_ngrams(texts, 4, 3)
+    for a, b in zip(one.df + one.pair_doc, chunked.df + chunked.pair_doc, strict=True):
+        np.testing.assert_array_equal(a, b)
