@@ -240,10 +240,13 @@ def _descendants(root: int) -> dict[int, str]:
             if par == p and child not in out:
                 try:
                     with open(f"/proc/{child}/cmdline", "rb") as f:
-                        cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+                        argv0 = f.read().decode(errors="replace").split("\0")[0]
                 except OSError:
                     continue
-                out[child] = cmd.split("/")[-1][:48] if not cmd.startswith("ray::") else cmd[:48]
+                if not argv0:
+                    continue  # exited between the two reads
+                # ray::Name for Ray's workers, else the program's file name (raylet, gcs_server)
+                out[child] = argv0[:48] if argv0.startswith("ray::") else os.path.basename(argv0)[:48]
                 frontier.append(child)
     return out
 
