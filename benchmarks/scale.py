@@ -88,6 +88,7 @@ def main() -> None:
     ap.add_argument("--engines", default="local,ray")
     ap.add_argument("--audit", action="store_true", help="time the whole audit (see the module docstring)")
     ap.add_argument("--reference-records", type=int, default=200_000)
+    ap.add_argument("--rules", type=Path, default=None, help="--audit: a rules file (default: the default gate)")
     ap.add_argument(
         "--cache-dir", type=Path, default=None, help="--audit: embedding cache (default OUT/cache)"
     )
@@ -313,7 +314,7 @@ def _audit_once(
     argv = [
         "audit", str(cur), "--reference", str(ref), "--model", args.model, "--cache-dir", str(cache_dir),
         "--out", str(out_dir), "--engine", engine, "--quiet",
-    ]  # fmt: skip
+    ] + (["--rules", str(args.rules)] if args.rules else [])  # fmt: skip
     t0 = time.perf_counter()
     code: object = 0
     try:
