@@ -244,12 +244,14 @@ def classifier(
     order = np.argsort(-cur_scores)
     atypical = [int(i) for i in order[:top] if cur_scores[i] > cut]
     ids = [cur.ids[ci[i]] for i in atypical]
+    # above max_per_side the test sees a seeded subsample: the report says so
+    sub = "" if len(ri) == len(ref) and len(ci) == len(cur) else f" (on a {len(ri)}+{len(ci)} subsample)"
     return [
         Finding(
             check="classifier",
             summary=f"a linear classifier separates current from reference with out-of-fold "
             f"AUC={auc:.3f} (0.5 = indistinguishable), p={p:.3g}; "
-            f"{len(ids)} current records score above the reference's 99th percentile",
+            f"{len(ids)} current records score above the reference's 99th percentile{sub}",
             side="current",
             statistic=auc,
             p_value=p,
@@ -261,6 +263,8 @@ def classifier(
                 "n_above_reference_p99": int((cur_scores > cut).sum()),
                 "expected_above_p99": 0.01 * len(cur_scores),
                 "examples": [cur.texts[ci[i]][:200] for i in atypical[:5]],
+                "n_reference_tested": int(len(ri)),
+                "n_current_tested": int(len(ci)),
             },
         )
     ]

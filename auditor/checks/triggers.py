@@ -90,14 +90,30 @@ class NGramCounts:
 
 def _tokenize(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(token ids, doc index per token, vocabulary) for lowercase words of ``texts``."""
-    # words are maximal runs of letters and digits: "tango-delta" is the bigram "tango delta"
-    tok_lists = [phrase_words(t) for t in texts]
-    lengths = np.fromiter(map(len, tok_lists), dtype=np.int64, count=len(tok_lists))
-    flat = np.fromiter(chain.from_iterable(tok_lists), dtype=object, count=int(lengths.sum()))
-    # hash-based factorisation in C: an order of magnitude faster than a Python dict loop
-    codes, uniques = pd.factorize(flat)
-    doc = np.repeat(np.arange(len(texts), dtype=np.int64), lengths)
-    return codes.astype(np.int64), doc, [str(w) for w in uniques]
+    # words are maximal runs of letters and digits: "tango-delta" is the bigram "tango delta".
+    # Tokenised in chunks: one Python string per word of the whole union cost ~1.3 GB per
+    # 200,000 records; ids are numbered in order of first appearance, as one pass would.
+    vocab: dict[str, int] = {}
+    codes: list[np.ndarray] = []
+    lengths: list[np.ndarray] = []
+    for start in range(0, len(texts), _TOKENIZE_CHUNK):
+        tok_lists = [phrase_words(t) for t in texts[start : start + _TOKENIZE_CHUNK]]
+        n_tok = np.fromiter(map(len, tok_lists), dtype=np.int64, count=len(tok_lists))
+        flat = np.fromiter(chain.from_iterable(tok_lists), dtype=object, count=int(n_tok.sum()))
+        # hash-based factorisation in C: an order of magnitude faster than a Python dict loop
+        local, uniques = pd.factorize(flat)
+        to_global = np.fromiter(
+            (vocab.setdefault(str(w), len(vocab)) for w in uniques), dtype=np.int64, count=len(uniques)
+        )
+        codes.append(to_global[local] if local.size else np.zeros(0, dtype=np.int64))
+        lengths.append(n_tok)
+    n_per_doc = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
+    doc = np.repeat(np.arange(len(texts), dtype=np.int64), n_per_doc)
+    tokens = np.concatenate(codes) if codes else np.zeros(0, dtype=np.int64)
+    return tokens, doc, list(vocab)
+
+
+_TOKENIZE_CHUNK = 20_000
 
 
 def count_ngrams(texts: Sequence[str], max_n: int, min_count: int) -> NGramCounts:
@@ -142,7 +158,9 @@ def count_ngrams(texts: Sequence[str], max_n: int, min_count: int) -> NGramCount
         cand = frequent & ~is_stop[table[:, 0]] & ~is_stop[table[:, -1]]
         pos = np.nonzero(code >= 0)[0]
         pos = pos[cand[code[pos]]]
-        pairs = np.unique(code[pos] * n_docs + doc[pos])
+        # sort + mask, not np.unique: numpy 2.4's hash-based unique is ~50x slower on these
+        pairs = np.sort(code[pos] * n_docs + doc[pos])
+        pairs = pairs[np.concatenate(([True], pairs[1:] != pairs[:-1]))] if pairs.size else pairs
         pg, pdoc = pairs // n_docs, pairs % n_docs
         gram_tokens.append(table)
         pair_gram.append(pg)
