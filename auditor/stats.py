@@ -96,6 +96,16 @@ def share_ratio(a: int, b: int, n_cur: int, n_ref: int) -> float:
     return ((a + 0.5) / (n_cur + 0.5)) / ((b + 0.5) / (n_ref + 0.5))
 
 
+def large_shift(a: int, b: int, n_cur: int, n_ref: int, min_ratio: float, min_records: float) -> tuple[bool, bool]:
+    """Whether a group's share moved enough to report, as ``(over, under)``: a share ratio
+    of ``min_ratio`` in that direction and ``min_records`` records of excess over what the
+    other side's share predicts."""
+    ratio = share_ratio(a, b, n_cur, n_ref)
+    over = ratio >= min_ratio and a - b * n_cur / n_ref >= min_records
+    under = 1.0 / ratio >= min_ratio and b - a * n_ref / n_cur >= min_records
+    return over, under
+
+
 def conformal_p(null: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """Conformal p-value ``(1 + #{null >= s}) / (n + 1)`` of each score ``s``.
 

@@ -40,7 +40,7 @@ import numpy as np
 from scipy import stats as _st
 
 from auditor.checks import register
-from auditor.stats import benjamini_hochberg, share_ratio
+from auditor.stats import benjamini_hochberg, large_shift, share_ratio
 from auditor.textutil import excerpt
 from auditor.types import Finding, Side, Snapshot
 
@@ -116,15 +116,9 @@ def _reportable_share(a: int, b: int, n_cur: int, n_ref: int, min_diff: float, m
     """Whether a share change is large enough to report: ``min_diff`` absolute, or
     ``min_ratio`` relative (Haldane-corrected, either direction) with ``min_records``
     records of excess over what the other side's share predicts."""
-    s_cur, s_ref = a / n_cur, b / n_ref
-    if abs(s_cur - s_ref) >= min_diff:
+    if abs(a / n_cur - b / n_ref) >= min_diff:
         return True
-    ratio = share_ratio(a, b, n_cur, n_ref)
-    if ratio >= min_ratio:
-        return a - b * n_cur / n_ref >= min_records
-    if 1.0 / ratio >= min_ratio:
-        return b - a * n_ref / n_cur >= min_records
-    return False
+    return any(large_shift(a, b, n_cur, n_ref, min_ratio, min_records))
 
 
 def _share_test(

@@ -37,7 +37,13 @@ import numpy as np
 
 from auditor.checks import register
 from auditor.engine import distributed_word_carriers
-from auditor.stats import benjamini_hochberg, fisher_exact_greater, fisher_exact_less, share_ratio
+from auditor.stats import (
+    benjamini_hochberg,
+    fisher_exact_greater,
+    fisher_exact_less,
+    large_shift,
+    share_ratio,
+)
 from auditor.terms import is_content_word, phrase_words, strip_template
 from auditor.textutil import excerpt
 from auditor.types import Finding, Side, Snapshot
@@ -260,8 +266,7 @@ def term_topics(
         a = int(np.count_nonzero(docs >= n_ref))
         b = int(docs.size - a)
         ratio = share_ratio(a, b, n_cur, n_ref)
-        big_over = ratio >= min_ratio and a - b * n_cur / n_ref >= min_records
-        big_under = 1.0 / ratio >= min_ratio and b - a * n_ref / n_cur >= min_records
+        big_over, big_under = large_shift(a, b, n_cur, n_ref, min_ratio, min_records)
         # a direction that cannot be reported keeps p = 1 (see auditor.enrichment)
         p_over = fisher_exact_greater(a, b, n_cur - a, n_ref - b) if big_over else 1.0
         p_under = fisher_exact_less(a, b, n_cur - a, n_ref - b) if big_under else 1.0
