@@ -77,3 +77,13 @@ def fixture_cache(root: Path):  # type: ignore[no-untyped-def]
             hashes = [raw[i : i + 32].hex() for i in range(0, len(raw), 32)]
             cache.put(BUNDLED_MODEL_SHA256, hashes, emb)
     return cache
+
+
+def gate_level(check: str) -> float:
+    """The default gate's fail threshold for ``check`` (alpha * weight / sum of weights), so
+    tests that ask "would this finding fail the gate" follow the default rules file."""
+    from auditor.rules import load_rules
+
+    rules = load_rules()
+    (rule,) = [r for r in rules.rules if r.check == check]
+    return rules.fail_threshold_of(rule)

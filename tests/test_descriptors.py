@@ -14,9 +14,9 @@ from auditor.checks.descriptors import descriptor_drift
 from auditor.io import load
 from auditor.types import Snapshot
 from tests.fakes import fake_snapshot
-from tests.helpers import data
+from tests.helpers import data, gate_level
 
-GATE_LEVEL = 0.01 / 9  # the default gate's per-rule threshold (9 fail rules)
+GATE_LEVEL = gate_level("descriptors")  # the default rules' fail threshold for this check
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,9 @@ import pytest
 from auditor.checks.lexical import context_groups, term_topics
 from auditor.planted import CORPORA, random_round, records_from_alpaca, topic_boost
 from auditor.types import ModelInfo, Snapshot
-from tests.helpers import alpaca_minilm, alpaca_records
+from tests.helpers import alpaca_minilm, alpaca_records, gate_level
 
-GATE_LEVEL = 0.01 / 9  # the default gate's per-rule threshold (9 fail rules)
+GATE_LEVEL = gate_level("term_topics")  # the default rules' fail threshold for this check
 
 
 @pytest.fixture(scope="module")
