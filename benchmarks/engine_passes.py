@@ -214,6 +214,49 @@ def ivf_bench(kind: str, n_base: int, n_queries: int, sample: int, k: int) -> di
     }  # fmt: skip
 
 
+def checks_bench(n: int, plans: str) -> list[dict[str, object]]:
+    """off_support and flipped_responses on ``n`` current + ``n`` reference records whose
+    prompt/response vectors are the Alpaca fixture's static-model (64-d) vectors replicated
+    with small noise (as ``_base_vectors``), timed with the exact/projected search
+    (``exact``: IVF disabled, the plan before the IVF) and with the IVF plan (``ivf``)."""
+    from auditor import index, neighbours
+    from auditor.checks.flips import flipped_responses
+    from auditor.checks.support import off_support
+    from auditor.encoders import load_encoder
+    from auditor.textutil import batch_from_texts
+    from auditor.types import Snapshot
+
+    rows = json.loads((ROOT / "tests" / "fixtures" / "alpaca_5000.json").read_text(encoding="utf-8"))
+    enc = load_encoder("static")
+    p_src = index.normalize(enc.encode([f"{r['instruction']}\n{r['input']}".strip() for r in rows]))
+    r_src = index.normalize(enc.encode([r["output"] for r in rows]))
+    sigma = float(np.sqrt(0.055 / p_src.shape[1]))
+
+    def snap(seed: int) -> Snapshot:
+        rng = np.random.default_rng(seed)
+        pick = np.arange(n) % len(rows)
+        views = {
+            name: index.normalize(src[pick] + sigma * rng.standard_normal((n, src.shape[1])).astype(np.float32))
+            for name, src in (("prompt", p_src), ("response", r_src))
+        }
+        texts = [f"record {seed}-{i}" for i in range(n)]
+        batch = batch_from_texts(texts, prompts=texts, responses=texts)
+        return Snapshot(batch=batch, embeddings=views["prompt"], model=enc.info, views=views)
+
+    ref, cur = snap(1), snap(2)
+    out: list[dict[str, object]] = []
+    for plan in plans.split(","):
+        neighbours.IVF_MIN_BASE = 20_000 if plan == "ivf" else 1 << 62
+        neighbours._CACHE.clear()
+        for name, fn in (("off_support", off_support), ("flipped_responses", flipped_responses)):
+            t = time.perf_counter()
+            found = fn(ref, cur, seed=0)
+            out.append({"check": name, "plan": plan, "n": n, "s": round(time.perf_counter() - t, 1),
+                        "findings": len(found)})  # fmt: skip
+            print(json.dumps(out[-1]), flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n", type=int, default=100_000)
@@ -227,7 +270,13 @@ def main() -> None:
                     help="exact vs IVF kNN; VECTORS one of minilm, static, gauss64, gauss384")
     ap.add_argument("--sample", type=int, default=2000, help="--ivf: queries searched exactly")
     ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--checks", type=int, default=0, metavar="N",
+                    help="time off_support and flipped_responses on N + N records (see checks_bench)")
+    ap.add_argument("--plans", default="ivf,exact", help="--checks: ivf, exact or both")
     a = ap.parse_args()
+    if a.checks:
+        checks_bench(a.checks, a.plans)
+        return
     if a.ivf:
         kind, nb, nq = a.ivf.split(",")
         print(json.dumps(ivf_bench(kind, int(nb), int(nq), a.sample, a.k)), flush=True)
