@@ -37,7 +37,9 @@ PROBE_EXTRA = 4  # float32 candidates re-scored in float64 when choosing lists
 def search_plan(n_base: int, n_queries: int, dim: int) -> int | None:
     """Projection dimension for :func:`candidate_knn` at this size, or None for exact search.
 
-    Exact search is kept below ~4e7 pairs, where it takes well under a second.
+    Exact search is kept below ~4e7 pairs, where it takes well under a second.  Bases of
+    ``IVF_MIN_BASE`` rows or more are searched by the inverted file whatever this says
+    (:func:`ivf_plan`, decided inside :func:`candidate_knn`).
     """
     if dim <= 2 * PROJECTION_DIM or n_base * n_queries < EXACT_BELOW_PAIRS:
         return None
@@ -151,7 +153,8 @@ def build_ivf(base: np.ndarray, nlist: int, *, seed: int) -> IvfIndex:
     return IvfIndex(centroids=centroids, ivf=ivf, quantizer=quantizer)
 
 
-# the last index built, keyed by the base's bytes: the checks search one base twice (a
+# the last index built (it holds a float32 copy of the base until the next build), keyed
+# by the base's bytes: the checks search one base twice (a
 # conformal test's calibration and test records, a null and a test pass)
 _CACHE: dict[tuple[str, int, int], IvfIndex] = {}
 _CACHE_LOCK = threading.Lock()
