@@ -2,9 +2,10 @@
 
 Every function takes float arrays of shape (n, d), copies them to contiguous float32 and
 L2-normalises the copy, so inner product is cosine similarity whatever the caller passed
-(the caller's read-only ``Snapshot.embeddings`` are never written to).  Exact flat indexes
-are used throughout: at the sizes an audit sees (up to ~10^5 records) they are fast enough,
-and exact answers keep the statistics downstream free of an approximation error.
+(the caller's read-only ``Snapshot.embeddings`` are never written to).  The searches here
+are exact flat ones; for large bases the checks' candidate search
+(:mod:`auditor.neighbours`) builds an inverted file from :func:`kmeans` centroids and
+scans it with faiss, and documents why the approximation leaves their tests exact.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ gives the same candidate pairs and Jaccard values (the Ray runs are in test_engi
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from auditor import planted
 from auditor.checks.duplicates import near_duplicate_edges
@@ -239,3 +240,39 @@ def test_knn_through_the_hook_equals_local() -> None:
     np.testing.assert_allclose(remote[0], local[0], rtol=0, atol=1e-6)
     np.testing.assert_array_equal(remote_cand[1], local_cand[1])
     np.testing.assert_array_equal(remote_cand[0], local_cand[0])  # re-ranked by exact cosine
+
+
+def test_ivf_candidate_search_with_the_hooks_active_equals_local(monkeypatch: pytest.MonkeyPatch) -> None:
+    from auditor import neighbours
+    from auditor.engine import _KNN, _NEAREST
+    from auditor.engine.aggregate import nearest_centroids, sharded_knn
+    from tests.helpers import alpaca_minilm
+
+    # the IVF plan for a small base: the index is built once on the driver (k-means on a
+    # seeded sample, whose assignment may run on the shards) and each query's result does
+    # not depend on the others, so the engine cannot change it
+    monkeypatch.setattr(neighbours, "IVF_MIN_BASE", 1000)
+    x = alpaca_minilm()[:2400]
+    neighbours._CACHE.clear()
+    local = neighbours.candidate_knn(x[:1800], x[600:], 5, proj_dim=None, seed=2)
+    neighbours._CACHE.clear()
+    calls: list[str] = []
+
+    def nearest(xs: np.ndarray, cs: np.ndarray) -> np.ndarray:
+        calls.append("nearest")
+        return nearest_centroids(xs, cs, shard=97, ex=Serial())
+
+    def knn(base: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        calls.append("knn")
+        return sharded_knn(base, queries, k, shard=83, ex=Serial())
+
+    t_nearest, t_knn = _NEAREST.set(nearest), _KNN.set(knn)
+    try:
+        remote = neighbours.candidate_knn(x[:1800], x[600:], 5, proj_dim=None, seed=2)
+    finally:
+        _KNN.reset(t_knn)
+        _NEAREST.reset(t_nearest)
+        neighbours._CACHE.clear()
+    assert calls == ["nearest"]  # the centroid fit's assignment; the search stays here
+    np.testing.assert_array_equal(remote[1], local[1])
+    np.testing.assert_array_equal(remote[0], local[0])

@@ -275,3 +275,22 @@ def test_worker_with_other_code_is_refused(cluster: str, monkeypatch: pytest.Mon
             backend.carriers(texts, _record_words, min_records=1)
         with pytest.raises(AuditorError, match="same auditor version on every node"):
             backend.lsh(texts, bands=4, rows=2, seed=0)
+
+
+def test_ivf_candidate_search_on_ray_equals_local(cluster: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from auditor import neighbours
+    from auditor.engine import passes
+    from tests.helpers import alpaca_minilm
+
+    monkeypatch.setattr(neighbours, "IVF_MIN_BASE", 1000)  # the IVF plan at a test's size
+    x = alpaca_minilm()[:2400]
+    neighbours._CACHE.clear()
+    want = neighbours.candidate_knn(x[:1800], x[600:], 5, proj_dim=None, seed=2)
+    neighbours._CACHE.clear()
+    try:
+        with passes("ray", shard=97):
+            got = neighbours.candidate_knn(x[:1800], x[600:], 5, proj_dim=None, seed=2)
+    finally:
+        neighbours._CACHE.clear()
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_array_equal(got[0], want[0])

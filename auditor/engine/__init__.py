@@ -82,7 +82,9 @@ def distributed_nearest_centroid(x: Any, centroids: Any) -> Any:
 def distributed_knn(base: Any, queries: Any, k: int) -> Any:
     """Exact kNN by inner product of unit-norm rows: ``(sims, idx)`` of the ``k`` best rows
     of ``base`` for each query, computed by the active engine; None on the local engine
-    and when the engine keeps a search this small here."""
+    and when the engine keeps a search this small here.  The inverted-file search of
+    :func:`auditor.neighbours.ivf_knn` (bases of ``IVF_MIN_BASE`` rows and more) does not
+    come here: it runs on the driver, where one built index serves every query."""
     backend = _KNN.get()
     return None if backend is None else backend(base, queries, k)
 
