@@ -82,7 +82,7 @@ def _content_words(prompts: Sequence[str]) -> list[frozenset[str]]:
     """Content words of each prompt with its template's words removed (label-blind: the
     template groups come from the prompts' shared first/last words, see
     :func:`auditor.terms.strip_template`)."""
-    return [frozenset(w for w in s.split() if is_content_word(w)) for s in strip_template(prompts)]
+    return [frozenset(w for w in s.split() if is_content_word(w)) for s in strip_template(prompts, prompts)]
 
 
 def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
