@@ -204,13 +204,15 @@ def _templated(encoder: FakeEncoder) -> tuple[list[dict[str, str]], np.ndarray]:
     >= 0.9 whatever their content, exact copies cosine 1.  The point under test is the
     lexical confirmation, so the embedding is built to make every same-template pair a
     candidate."""
-    records = [json.loads(line) for line in data("t0_templated_788.jsonl").read_text(encoding="utf-8").splitlines()]
+    records = [
+        json.loads(line) for line in data("t0_templated_788.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
     templates = sorted({r["template"] for r in records})
     dim = encoder.dim
     tpl = np.zeros((len(records), len(templates) + dim), dtype=np.float32)
     for i, r in enumerate(records):
         tpl[i, templates.index(r["template"])] = 0.97
-    tpl[:, len(templates):] = 0.24 * encoder.encode([r["prompt"] for r in records])
+    tpl[:, len(templates) :] = 0.24 * encoder.encode([r["prompt"] for r in records])
     tpl /= np.linalg.norm(tpl, axis=1, keepdims=True)
     return records, tpl
 
@@ -242,7 +244,9 @@ def test_same_template_different_content_is_not_a_reused_prompt(encoder) -> None
     assert len(by_tpl) >= 30
     ref_rows = [i for rows in by_tpl.values() for i in rows[:5]]
     new_rows = [i for rows in by_tpl.values() for i in rows[5:]]
-    ref = _t0_snap([records[i] for i in ref_rows], emb[ref_rows], [records[i]["completion"] for i in ref_rows], encoder)
+    ref = _t0_snap(
+        [records[i] for i in ref_rows], emb[ref_rows], [records[i]["completion"] for i in ref_rows], encoder
+    )
 
     cur = _t0_snap([records[i] for i in new_rows], emb[new_rows], [INJECTED] * len(new_rows), encoder)
     assert flipped_responses(ref, cur, seed=0, report_alpha=1.0) == []

@@ -95,7 +95,13 @@ class _Lexicon:
     stay linear at a million records: words are read for the few records an embedding match
     proposes, never for all).  Reference rows are keys ``r``, current rows ``n_ref + r``."""
 
-    def __init__(self, ref_prompts: Sequence[str], cur_prompts: Sequence[str], ref_rows: np.ndarray, cur_rows: np.ndarray):
+    def __init__(
+        self,
+        ref_prompts: Sequence[str],
+        cur_prompts: Sequence[str],
+        ref_rows: np.ndarray,
+        cur_rows: np.ndarray,
+    ):
         self.n_ref = len(ref_prompts)
         ref_rows = np.unique(ref_rows)
         cur_rows = np.unique(cur_rows)
@@ -212,7 +218,9 @@ def _linked_components(vectors: np.ndarray, threshold: float, *, seed: int) -> n
     return components(rows[keep], cols[keep], vectors.shape[0])
 
 
-def _answer_in_reference(ref_r: np.ndarray, responses: np.ndarray, threshold: float, *, seed: int) -> np.ndarray:
+def _answer_in_reference(
+    ref_r: np.ndarray, responses: np.ndarray, threshold: float, *, seed: int
+) -> np.ndarray:
     """Whether each of ``responses`` has a reference response at cosine >= ``threshold``."""
     plan = search_plan(ref_r.shape[0], responses.shape[0], ref_r.shape[1])
     sims, _ = candidate_knn(ref_r, responses, 1, proj_dim=plan, seed=seed)
@@ -292,7 +300,9 @@ def flipped_responses(
     matched = np.flatnonzero(same.any(axis=1))
     if matched.size < min_group:
         return []
-    null, null_rows, null_nbrs, null_info = _null_scores(ref_r, r_sims, r_idx, r_not_self, r_same, min_null=min_null)
+    null, null_rows, null_nbrs, null_info = _null_scores(
+        ref_r, r_sims, r_idx, r_not_self, r_same, min_null=min_null
+    )
     if null.size < 2:
         return []
     nbrs = [idx[i][same[i]] for i in matched]
@@ -315,7 +325,9 @@ def flipped_responses(
     # anti-conservative for them.  Only an answer the reference never gives (the attack's
     # signature) is compared with the whole null; one the reference gives too rarely among
     # its null records to form a stratum is left to the other groups.
-    comp = _linked_components(np.concatenate([cur_r[matched], ref_r[null_rows]]), response_threshold, seed=seed)
+    comp = _linked_components(
+        np.concatenate([cur_r[matched], ref_r[null_rows]]), response_threshold, seed=seed
+    )
     c_cur, c_null = comp[:n_m], comp[n_m:]
     in_ref = None
     for c in np.unique(c_cur):
