@@ -9,11 +9,16 @@ Method:
 1. Matching: a current record is matched when some reference prompt has cosine >=
    ``prompt_threshold`` with its prompt (among the ``k`` nearest; above ~4e7 pairs the
    search runs on a seeded random projection re-ranked by exact cosine, which keeps
-   near-identical prompts, see :func:`auditor.neighbours.candidate_knn`).  Its
-   disagreement score is ``1 - cos(response, mean of the matched reference responses)``.
+   near-identical prompts, see :func:`auditor.neighbours.candidate_knn`) *and* the two
+   prompts share at least ``CONTENT_JACCARD`` of their content words once template words
+   are removed (:func:`auditor.terms.strip_template`, label-blind, run only on the
+   prompts of candidate pairs, so linear in the batch): in a templated mixture (T0) the
+   template dominates the embedding, and two different reviews in one template are not
+   one prompt.  Its disagreement score is ``1 - cos(response, mean of the matched
+   reference responses)``.
 2. Null scores from the reference alone, leave-one-out: for reference records with a
-   near-identical prompt elsewhere in the reference, the same score against those
-   neighbours.  Independent samples of one dataset rarely repeat a prompt, so when fewer
+   near-identical prompt elsewhere in the reference (the same two-part rule as step 1, so
+   both sides' scores are computed alike), the same score against those neighbours.  Independent samples of one dataset rarely repeat a prompt, so when fewer
    than ``min_null`` reference records qualify, the null is topped up with the reference
    records whose nearest *other* prompt is most similar, scored against that one
    neighbour.  This rests on one assumption, stated in every finding: answers to
@@ -35,7 +40,15 @@ Method:
    ~3% of splits; with it, none in 200.  A prompt cluster is compared only with the null
    records of the same cluster: how far honest answers drift depends on the kind of
    prompt (open-ended vs factual), and against the pooled null, open-ended topics were
-   flagged on those same splits.  Benjamini-Hochberg across groups; findings pointing at
+   flagged on those same splits.  Likewise a shared-answer group is compared only with
+   the null records whose own answers link to it (one response linkage over both
+   sides): choosing records by their answer selects those whose matches tend to answer
+   in another wording (T0 gives one Yelp review as "2" in one template and "2 stars" in
+   another), and against the pooled null 4 of 20 random T0 splits at 2,000 a side
+   failed the gate (p down to 8.4e-5), none after.  An answer the reference never gives,
+   the signature of an injected one, is compared with the whole null; one it gives but
+   too rarely among its null records (< ``MIN_NULL_IN_CLUSTER``) forms no such group and
+   is left to the other groups.  Benjamini-Hochberg across groups; findings pointing at
    mostly the same records are merged.
 4. A finding's ``record_ids`` are the group members that disagree more than the null
    median (per-record p <= ``member_p`` against the whole null): the records pulling the
