@@ -260,3 +260,31 @@ def test_same_template_different_content_is_not_a_reused_prompt(encoder) -> None
     flagged = {cur_ids[i] for f in findings for i in f.record_ids}
     assert flagged <= set(copied), sorted(flagged - set(copied))[:5]
     assert len(flagged) >= 0.8 * len(copied)
+
+
+def test_flip_to_an_answer_the_reference_gives_is_found(encoder) -> None:
+    """A shared answer the reference also gives ("No", 47 times in the sample) is tested
+    against the null records giving it, not the whole null; 40 reference prompts copied with
+    their answers changed to it still fail the gate.  Same constructed prompt embeddings as
+    above, real T0 text and answers."""
+    records, emb = _templated(encoder)
+    rng = np.random.default_rng(0)
+    perm = rng.permutation(len(records))
+    ref_rows = sorted(perm[: len(records) // 2].tolist())
+    rest = sorted(perm[len(records) // 2 :].tolist())
+    ref = _t0_snap(
+        [records[i] for i in ref_rows], emb[ref_rows], [records[i]["completion"] for i in ref_rows], encoder
+    )
+    copied = rng.choice(
+        [i for i in ref_rows if records[i]["completion"] not in ("No", "")], 40, replace=False
+    )
+    rows = rest + copied.tolist()
+    answers = [records[i]["completion"] for i in rest] + ["No"] * copied.size
+    cur = _t0_snap([records[i] for i in rows], emb[rows], answers, encoder)
+    findings = flipped_responses(ref, cur, seed=0)
+    assert findings and min(f.p_value for f in findings) < GATE_ALPHA
+    shared = [f for f in findings if f.details["group_kind"] == "shared_response"]
+    assert shared and all(f.details["n_null_compared"] < f.details["n_null"] for f in shared)
+    cur_rows = dict(zip(cur.ids, rows))
+    flagged = {cur_rows[i] for f in findings for i in f.record_ids}
+    assert len(flagged & set(copied.tolist())) >= 0.8 * copied.size
