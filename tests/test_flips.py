@@ -227,8 +227,8 @@ def test_same_template_different_content_is_not_a_reused_prompt(encoder) -> None
     """New T0 texts in the reference's templates, all answered with one injected answer, are
     not flips: their prompts match reference prompts only through the template (content-word
     Jaccard ~0 after template words are removed).  Reference prompts copied verbatim with
-    that answer still are.  Before the lexical confirmation every one of the new texts was
-    'matched' and reported."""
+    that answer still are.  Without the lexical confirmation (CONTENT_JACCARD = 0) the new texts
+    are 'matched' and reported: the first assertion fails."""
     records, emb = _templated(encoder)
     # templates whose ten texts are all different: in the others the sample repeats a source
     # example (one app package, one wiki_qa question) under one template, a true reuse
