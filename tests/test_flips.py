@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from auditor.checks import registry
-from auditor.checks.flips import flipped_responses
+from auditor.checks.flips import CONTENT_JACCARD, _content_words, _jaccard, flipped_responses
 from auditor.textutil import batch_from_texts
 from auditor.types import Snapshot
 from tests.fakes import FakeEncoder, fake_snapshot
@@ -196,3 +196,95 @@ def test_min_records_is_where_a_small_p_becomes_possible() -> None:
         found = flipped_responses(snap(ref_p, ref_r, "r"), snap(cur_p, cur_r, "c"), seed=0, min_null=m)
         best = min((f.p_value for f in found), default=1.0)
         assert (best < 1e-3) is below, (m, best)
+
+
+def _templated(encoder: FakeEncoder) -> tuple[list[dict[str, str]], np.ndarray]:
+    """The repo's T0 sample (80 templates, real text) with constructed prompt embeddings in
+    which the template dominates, as in MiniLM on T0: records of one template have cosine
+    >= 0.9 whatever their content, exact copies cosine 1.  The point under test is the
+    lexical confirmation, so the embedding is built to make every same-template pair a
+    candidate."""
+    records = [
+        json.loads(line) for line in data("t0_templated_788.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
+    templates = sorted({r["template"] for r in records})
+    dim = encoder.dim
+    tpl = np.zeros((len(records), len(templates) + dim), dtype=np.float32)
+    for i, r in enumerate(records):
+        tpl[i, templates.index(r["template"])] = 0.97
+    tpl[:, len(templates) :] = 0.24 * encoder.encode([r["prompt"] for r in records])
+    tpl /= np.linalg.norm(tpl, axis=1, keepdims=True)
+    return records, tpl
+
+
+def _t0_snap(records, prompt_emb, answers, encoder: FakeEncoder) -> Snapshot:
+    resp = encoder.encode(answers)
+    # the response view must have the prompt view's width only for the record embedding
+    return _snap([r["prompt"] for r in records], answers, prompt_emb, resp, encoder)
+
+
+def test_same_template_different_content_is_not_a_reused_prompt(encoder) -> None:
+    """New T0 texts in the reference's templates, all answered with one injected answer, are
+    not flips: their prompts match reference prompts only through the template (content-word
+    Jaccard ~0 after template words are removed).  Reference prompts copied verbatim with
+    that answer still are.  Without the lexical confirmation (CONTENT_JACCARD = 0) the new texts
+    are 'matched' and reported: the first assertion fails."""
+    records, emb = _templated(encoder)
+    # templates whose ten texts are all different: in the others the sample repeats a source
+    # example (one app package, one wiki_qa question) under one template, a true reuse
+    words = _content_words([r["prompt"] for r in records])
+    by_tpl: dict[str, list[int]] = {}
+    for i, r in enumerate(records):
+        by_tpl.setdefault(r["template"], []).append(i)
+    by_tpl = {
+        t: rows
+        for t, rows in by_tpl.items()
+        if max(_jaccard(words[a], words[b]) for a in rows for b in rows if a < b) < CONTENT_JACCARD
+    }
+    assert len(by_tpl) >= 30
+    ref_rows = [i for rows in by_tpl.values() for i in rows[:5]]
+    new_rows = [i for rows in by_tpl.values() for i in rows[5:]]
+    ref = _t0_snap(
+        [records[i] for i in ref_rows], emb[ref_rows], [records[i]["completion"] for i in ref_rows], encoder
+    )
+
+    cur = _t0_snap([records[i] for i in new_rows], emb[new_rows], [INJECTED] * len(new_rows), encoder)
+    assert flipped_responses(ref, cur, seed=0, report_alpha=1.0) == []
+
+    copied = ref_rows[::5]  # one reference prompt per template
+    rows = new_rows + copied
+    cur = _t0_snap([records[i] for i in rows], emb[rows], [INJECTED] * len(rows), encoder)
+    cur_ids = dict(zip(cur.ids, rows))
+    findings = flipped_responses(ref, cur, seed=0)
+    assert findings and min(f.p_value for f in findings) < GATE_ALPHA
+    flagged = {cur_ids[i] for f in findings for i in f.record_ids}
+    assert flagged <= set(copied), sorted(flagged - set(copied))[:5]
+    assert len(flagged) >= 0.8 * len(copied)
+
+
+def test_flip_to_an_answer_the_reference_gives_is_found(encoder) -> None:
+    """A shared answer the reference also gives ("No", 47 times in the sample) is tested
+    against the null records giving it, not the whole null; 40 reference prompts copied with
+    their answers changed to it still fail the gate.  Same constructed prompt embeddings as
+    above, real T0 text and answers."""
+    records, emb = _templated(encoder)
+    rng = np.random.default_rng(0)
+    perm = rng.permutation(len(records))
+    ref_rows = sorted(perm[: len(records) // 2].tolist())
+    rest = sorted(perm[len(records) // 2 :].tolist())
+    ref = _t0_snap(
+        [records[i] for i in ref_rows], emb[ref_rows], [records[i]["completion"] for i in ref_rows], encoder
+    )
+    copied = rng.choice(
+        [i for i in ref_rows if records[i]["completion"] not in ("No", "")], 40, replace=False
+    )
+    rows = rest + copied.tolist()
+    answers = [records[i]["completion"] for i in rest] + ["No"] * copied.size
+    cur = _t0_snap([records[i] for i in rows], emb[rows], answers, encoder)
+    findings = flipped_responses(ref, cur, seed=0)
+    assert findings and min(f.p_value for f in findings) < GATE_ALPHA
+    shared = [f for f in findings if f.details["group_kind"] == "shared_response"]
+    assert shared and all(f.details["n_null_compared"] < f.details["n_null"] for f in shared)
+    cur_rows = dict(zip(cur.ids, rows))
+    flagged = {cur_rows[i] for f in findings for i in f.record_ids}
+    assert len(flagged & set(copied.tolist())) >= 0.8 * copied.size

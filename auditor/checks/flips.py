@@ -9,11 +9,16 @@ Method:
 1. Matching: a current record is matched when some reference prompt has cosine >=
    ``prompt_threshold`` with its prompt (among the ``k`` nearest; above ~4e7 pairs the
    search runs on a seeded random projection re-ranked by exact cosine, which keeps
-   near-identical prompts, see :func:`auditor.neighbours.candidate_knn`).  Its
-   disagreement score is ``1 - cos(response, mean of the matched reference responses)``.
+   near-identical prompts, see :func:`auditor.neighbours.candidate_knn`) *and* the two
+   prompts share at least ``CONTENT_JACCARD`` of their content words once template words
+   are removed (:func:`auditor.terms.strip_template`, label-blind, run only on the
+   prompts of candidate pairs, so linear in the batch): in a templated mixture (T0) the
+   template dominates the embedding, and two different reviews in one template are not
+   one prompt.  Its disagreement score is ``1 - cos(response, mean of the matched
+   reference responses)``.
 2. Null scores from the reference alone, leave-one-out: for reference records with a
-   near-identical prompt elsewhere in the reference, the same score against those
-   neighbours.  Independent samples of one dataset rarely repeat a prompt, so when fewer
+   near-identical prompt elsewhere in the reference (the same two-part rule as step 1, so
+   both sides' scores are computed alike), the same score against those neighbours.  Independent samples of one dataset rarely repeat a prompt, so when fewer
    than ``min_null`` reference records qualify, the null is topped up with the reference
    records whose nearest *other* prompt is most similar, scored against that one
    neighbour.  This rests on one assumption, stated in every finding: answers to
@@ -35,7 +40,15 @@ Method:
    ~3% of splits; with it, none in 200.  A prompt cluster is compared only with the null
    records of the same cluster: how far honest answers drift depends on the kind of
    prompt (open-ended vs factual), and against the pooled null, open-ended topics were
-   flagged on those same splits.  Benjamini-Hochberg across groups; findings pointing at
+   flagged on those same splits.  Likewise a shared-answer group is compared only with
+   the null records whose own answers link to it (one response linkage over both
+   sides): choosing records by their answer selects those whose matches tend to answer
+   in another wording (T0 gives one Yelp review as "2" in one template and "2 stars" in
+   another), and against the pooled null 4 of 20 random T0 splits at 2,000 a side
+   failed the gate (p down to 8.4e-5), none after.  An answer the reference never gives,
+   the signature of an injected one, is compared with the whole null; one it gives but
+   too rarely among its null records (< ``MIN_NULL_IN_CLUSTER``) forms no such group and
+   is left to the other groups.  Benjamini-Hochberg across groups; findings pointing at
    mostly the same records are merged.
 4. A finding's ``record_ids`` are the group members that disagree more than the null
    median (per-record p <= ``member_p`` against the whole null): the records pulling the
@@ -54,6 +67,7 @@ from auditor.checks import register
 from auditor.graph import components
 from auditor.neighbours import candidate_knn, neighbour_pairs, search_plan
 from auditor.stats import benjamini_hochberg, conformal_p
+from auditor.terms import is_content_word, strip_template
 from auditor.textutil import excerpt
 from auditor.types import Finding, Snapshot
 
@@ -67,6 +81,51 @@ GROUP_LINKS = 16
 MIN_NULL_IN_CLUSTER = 5
 # k-means cost grows with k; beyond this, clusters simply get larger than cluster_size
 MAX_CLUSTERS = 64
+# A prompt pair close in embedding must also share this share (Jaccard) of its content
+# words, template words removed, to count as the same prompt.  On T0 rounds the pairs'
+# values are bimodal: different texts in one template near 0 (372 of 2,587 pairs below
+# 0.1), the rest spread over 0.2-1; Alpaca's reworded prompts ("offer possible solutions
+# for reducing air pollution" / "come up with creative solutions to reduce air
+# pollution", 0.4) sit at 0.2-0.6.  0.2 is the valley: it drops different content and
+# keeps rewording.
+CONTENT_JACCARD = 0.2
+
+
+def _content_words(prompts: Sequence[str]) -> list[frozenset[str]]:
+    """Content words of each prompt with its template's words removed (label-blind: the
+    template groups come from the prompts' shared first/last words, see
+    :func:`auditor.terms.strip_template`)."""
+    return [frozenset(w for w in s.split() if is_content_word(w)) for s in strip_template(prompts, prompts)]
+
+
+def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    # two prompts that are template text only are the same prompt
+    return len(a & b) / len(a | b) if a or b else 1.0
+
+
+class _Lexicon:
+    """Template-stripped content words of the prompts in candidate pairs only (the audit must
+    stay linear at a million records: words are read for the few records an embedding match
+    proposes, never for all).  Reference rows are keys ``r``, current rows ``n_ref + r``."""
+
+    def __init__(
+        self,
+        ref_prompts: Sequence[str],
+        cur_prompts: Sequence[str],
+        ref_rows: np.ndarray,
+        cur_rows: np.ndarray,
+    ):
+        self.n_ref = len(ref_prompts)
+        ref_rows = np.unique(ref_rows)
+        cur_rows = np.unique(cur_rows)
+        # one template grouping over both sides, so a pair's two prompts lose the same words
+        texts = [ref_prompts[int(r)] for r in ref_rows] + [cur_prompts[int(r)] for r in cur_rows]
+        keys = np.concatenate([ref_rows, self.n_ref + cur_rows]).tolist()
+        self.words = dict(zip(keys, _content_words(texts)))
+
+    def same(self, a: int, b: int) -> bool:
+        """Whether keys ``a`` and ``b`` share at least ``CONTENT_JACCARD`` of their content words."""
+        return _jaccard(self.words[a], self.words[b]) >= CONTENT_JACCARD
 
 
 def _disagreement(resp: np.ndarray, neighbour_resp: Sequence[np.ndarray]) -> np.ndarray:
@@ -79,30 +138,36 @@ def _disagreement(resp: np.ndarray, neighbour_resp: Sequence[np.ndarray]) -> np.
     return out
 
 
+def _ref_knn(prompts: np.ndarray, *, k: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each reference prompt's nearest other reference prompts: ``(sims, idx, not_self)``."""
+    n = prompts.shape[0]
+    plan = search_plan(n, n, prompts.shape[1])
+    sims, idx = candidate_knn(prompts, prompts, min(n, k + 1), proj_dim=plan, seed=seed)
+    return sims, idx, idx != np.arange(n)[:, None]
+
+
 def _null_scores(
-    prompts: np.ndarray,
     responses: np.ndarray,
+    sims: np.ndarray,
+    idx: np.ndarray,
+    not_self: np.ndarray,
+    same: np.ndarray,
     *,
-    k: int,
-    threshold: float,
     min_null: int,
-    seed: int,
 ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], dict[str, object]]:
     """Leave-one-out disagreement scores of the reference (see the module docstring).
 
-    Returns ``(scores, rows, neighbours, info)``: the scores of reference rows ``rows``
-    and the reference rows each was compared with.
+    ``same`` marks the neighbour slots of ``idx`` that are the same prompt (embedding and
+    content words, the rule the current records are matched by).  Returns ``(scores, rows,
+    neighbours, info)``: the scores of reference rows ``rows`` and the reference rows each
+    was compared with.
     """
-    n = prompts.shape[0]
+    n = responses.shape[0]
     if n < 2:
         return np.zeros(0), np.zeros(0, dtype=np.int64), [], {"null_kind": "none"}
-    plan = search_plan(n, n, prompts.shape[1])
-    sims, idx = candidate_knn(prompts, prompts, min(n, k + 1), proj_dim=plan, seed=seed)
-    rows = np.arange(n)[:, None]
-    not_self = idx != rows
     other_sims = np.where(not_self, sims, -np.inf)
     best = other_sims.max(axis=1)
-    near = best >= threshold
+    near = np.asarray(same.any(axis=1))
     chosen = np.flatnonzero(near)
     n_near = int(chosen.size)
     target = min(min_null, n)
@@ -113,7 +178,7 @@ def _null_scores(
     nbrs: list[np.ndarray] = []
     for j in chosen:
         if near[j]:
-            sel = idx[j][not_self[j] & (sims[j] >= threshold)]
+            sel = idx[j][same[j]]
         else:
             sel = idx[j][[int(np.argmax(other_sims[j]))]]
         nbrs.append(sel)
@@ -166,6 +231,15 @@ def _linked_components(vectors: np.ndarray, threshold: float, *, seed: int) -> n
     return components(rows[keep], cols[keep], vectors.shape[0])
 
 
+def _answer_in_reference(
+    ref_r: np.ndarray, responses: np.ndarray, threshold: float, *, seed: int
+) -> np.ndarray:
+    """Whether each of ``responses`` has a reference response at cosine >= ``threshold``."""
+    plan = search_plan(ref_r.shape[0], responses.shape[0], ref_r.shape[1])
+    sims, _ = candidate_knn(ref_r, responses, 1, proj_dim=plan, seed=seed)
+    return np.asarray(sims[:, 0] >= threshold)
+
+
 def _has_views(s: Snapshot) -> bool:
     return (
         s.batch.prompts is not None
@@ -213,15 +287,38 @@ def flipped_responses(
 
     plan = search_plan(len(ref), len(cur), ref_p.shape[1])
     sims, idx = candidate_knn(ref_p, cur_p, min(k, len(ref)), proj_dim=plan, seed=seed)
-    matched = np.flatnonzero(sims[:, 0] >= prompt_threshold)
+    close = sims >= prompt_threshold
+    if int(close[:, 0].sum()) < min_group:
+        return []
+    r_sims, r_idx, r_not_self = _ref_knn(ref_p, k=k, seed=seed)
+    r_close = r_not_self & (r_sims >= prompt_threshold)
+    # The same rule for both sides: a pair close in embedding is the same prompt only if its
+    # content words agree too (in templated data the template dominates the embedding).
+    cand_cur = np.flatnonzero(close[:, 0])
+    cand_ref_null = np.flatnonzero(r_close.any(axis=1))
+    lex = _Lexicon(
+        ref.batch.prompts,  # type: ignore[arg-type]
+        cur.batch.prompts,  # type: ignore[arg-type]
+        np.concatenate([idx[cand_cur][close[cand_cur]], cand_ref_null, r_idx[r_close]]),
+        cand_cur,
+    )
+    n_ref = len(ref)
+    # sims are sorted, so a row with any close slot is among the candidates
+    same = np.zeros_like(close)
+    ci, cs = np.nonzero(close)
+    same[ci, cs] = [lex.same(n_ref + a, b) for a, b in zip(ci.tolist(), idx[ci, cs].tolist())]
+    r_same = np.zeros_like(r_close)
+    ri, rs = np.nonzero(r_close)
+    r_same[ri, rs] = [lex.same(a, b) for a, b in zip(ri.tolist(), r_idx[ri, rs].tolist())]
+    matched = np.flatnonzero(same.any(axis=1))
     if matched.size < min_group:
         return []
     null, null_rows, null_nbrs, null_info = _null_scores(
-        ref_p, ref_r, k=k, threshold=prompt_threshold, min_null=min_null, seed=seed
+        ref_r, r_sims, r_idx, r_not_self, r_same, min_null=min_null
     )
     if null.size < 2:
         return []
-    nbrs = [idx[i][sims[i] >= prompt_threshold] for i in matched]
+    nbrs = [idx[i][same[i]] for i in matched]
     scores = _disagreement(cur_r[matched], [ref_r[nb] for nb in nbrs])
     p_rec = conformal_p(null, scores)
     n_m = int(matched.size)
@@ -234,10 +331,29 @@ def flipped_responses(
     # each with the null scores it is compared with.
     all_null = np.arange(null.size)
     groups: list[tuple[str, np.ndarray, np.ndarray]] = [("all_matched", np.arange(n_m), all_null)]
-    comp = _linked_components(cur_r[matched], response_threshold, seed=seed)
-    for c in np.unique(comp):
-        members = np.flatnonzero(comp == c)
-        if members.size >= min_group and members.size < n_m:
+    # A group chosen by its shared answer is compared with the null records giving that
+    # answer (one linkage over both sides): in a mixture the answer's wording depends on the
+    # template ("2" vs "2 stars"), so the records sharing one wording are exactly those whose
+    # matches tend to use another, and the pooled null, mostly same-wording pairs, is
+    # anti-conservative for them.  Only an answer the reference never gives (the attack's
+    # signature) is compared with the whole null; one the reference gives too rarely among
+    # its null records to form a stratum is left to the other groups.
+    comp = _linked_components(
+        np.concatenate([cur_r[matched], ref_r[null_rows]]), response_threshold, seed=seed
+    )
+    c_cur, c_null = comp[:n_m], comp[n_m:]
+    in_ref = None
+    for c in np.unique(c_cur):
+        members = np.flatnonzero(c_cur == c)
+        if members.size < min_group or members.size >= n_m:
+            continue
+        stratum = np.flatnonzero(c_null == c)
+        if stratum.size >= MIN_NULL_IN_CLUSTER:
+            groups.append(("shared_response", members, stratum))
+            continue
+        if in_ref is None:
+            in_ref = _answer_in_reference(ref_r, cur_r[matched], response_threshold, seed=seed)
+        if not in_ref[members].any():
             groups.append(("shared_response", members, all_null))
     n_clusters = min(MAX_CLUSTERS, n_m // max(1, cluster_size))
     if n_clusters >= 2:
