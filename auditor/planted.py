@@ -166,7 +166,13 @@ def _disjoint(rng: np.random.Generator, idx: np.ndarray, sizes: Sequence[int]) -
 
 
 def topic_boost(
-    pool: Sequence[Record], topic: Topic | str, factor: float, *, seed: int, n: int | None = None, name: str = ""
+    pool: Sequence[Record],
+    topic: Topic | str,
+    factor: float,
+    *,
+    seed: int,
+    n: int | None = None,
+    name: str = "",
 ) -> Scenario:
     """Current holds ``factor`` times the reference's share of ``topic`` (``n`` records a
     side, at most as many as the topic can supply)."""
@@ -212,7 +218,9 @@ def topic_removal(pool: Sequence[Record], topic: Topic | str, *, seed: int, n: i
     )
 
 
-def _random_split(pool: Sequence[Record], rng: np.random.Generator, n: int) -> tuple[list[Record], list[Record]]:
+def _random_split(
+    pool: Sequence[Record], rng: np.random.Generator, n: int
+) -> tuple[list[Record], list[Record]]:
     ref_idx, cur_idx = _disjoint(rng, np.arange(len(pool)), [n, n])
     return [pool[i] for i in ref_idx], [pool[i] for i in cur_idx]
 
@@ -408,23 +416,33 @@ CORPORA: Mapping[str, Corpus] = {
 
 
 def corpus_scenarios(
-    corpus: Corpus, *, randoms: int = 10, random_n: int | None = None
+    corpus: Corpus,
+    *,
+    randoms: int = 10,
+    random_n: int | None = None,
+    x2_n: int | None = None,
+    trigger_n: int | None = None,
 ) -> dict[str, Callable[[Sequence[Record], int], Scenario]]:
     """The planted suite of one corpus: name -> (pool, seed) -> Scenario.  ``random_n``:
-    the random rounds' size a side (default ``corpus.n``; at most half the pool)."""
+    the random rounds' size a side (default ``corpus.n``; at most half the pool).  ``x2_n``:
+    the x2 boosts' size a side (default and at most: the largest the topic can supply).
+    ``trigger_n``: the trigger scenarios' size a side (default ``corpus.trigger_n``; at most
+    half the pool)."""
     n = corpus.n
     c = corpus
 
     def tn(pool: Sequence[Record]) -> int:
         # the issue's size where the pool holds two disjoint batches of it, else the largest
-        return min(c.trigger_n, len(pool) // 2)
+        return min(trigger_n or c.trigger_n, len(pool) // 2)
 
     out: dict[str, Callable[[Sequence[Record], int], Scenario]] = {
         "topic_boost_x4": lambda pool, seed: topic_boost(pool, c.coherent_x4, 4, seed=seed, n=n),
         # a x2 boost needs more records than the others to be detectable at all (see
         # RESULTS.md): the largest batch the topic can supply
-        "topic_boost_x2": lambda pool, seed: topic_boost(pool, c.coherent_x2, 2, seed=seed),
-        "scattered_x2": lambda pool, seed: topic_boost(pool, c.scattered_x2, 2, seed=seed, name="scattered_x2"),
+        "topic_boost_x2": lambda pool, seed: topic_boost(pool, c.coherent_x2, 2, seed=seed, n=x2_n),
+        "scattered_x2": lambda pool, seed: topic_boost(
+            pool, c.scattered_x2, 2, seed=seed, n=x2_n, name="scattered_x2"
+        ),
         "topic_removal": lambda pool, seed: topic_removal(pool, c.removal, seed=seed, n=n),
         "trigger_1pct": lambda pool, seed: trigger(pool, 0.01, seed=seed, n=tn(pool)),
         "trigger_0.5pct": lambda pool, seed: trigger(pool, 0.005, seed=seed, n=tn(pool)),
@@ -457,7 +475,9 @@ class Localisation:
         return 2 * self.precision * self.recall / s if s else 0.0
 
 
-def localisation(findings: Sequence[Finding], scenario: Scenario, *, graded_only: bool = True) -> Localisation:
+def localisation(
+    findings: Sequence[Finding], scenario: Scenario, *, graded_only: bool = True
+) -> Localisation:
     """Best precision/recall (by F1) over the findings on the planted side: each finding
     alone, and all findings of one check together.
 
@@ -506,7 +526,9 @@ class ScenarioResult:
         return self.status == "fail" and loc.precision >= 0.5 and loc.recall >= 0.5
 
 
-def run_scenario(scenario: Scenario, encoder: Any, cache: Any, rules: Any, *, seed: int = 0) -> ScenarioResult:
+def run_scenario(
+    scenario: Scenario, encoder: Any, cache: Any, rules: Any, *, seed: int = 0
+) -> ScenarioResult:
     """Embed (through the cache), run the gate, score localisation."""
     import time
 

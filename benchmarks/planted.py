@@ -48,8 +48,9 @@ T0_POOL = 5000
 T0_POOL_SEED = 20261130
 
 
-def load_pool(name: str, data: Path = DATA) -> list[Record]:
-    """The record pool of one corpus of the suite."""
+def load_pool(name: str, data: Path = DATA, t0_pool: int = T0_POOL) -> list[Record]:
+    """The record pool of one corpus of the suite (T0: a seeded ``t0_pool``-record sample
+    of the 14,848-record file; 0 or more than the file: all of it)."""
     if name == "alpaca":
         return records_from_alpaca(json.loads((data / "alpaca_5000.json").read_text(encoding="utf-8")))
     if name == "code_alpaca":
@@ -57,7 +58,9 @@ def load_pool(name: str, data: Path = DATA) -> list[Record]:
     if name == "t0":
         with gzip.open(data / "t0_templated_15k.jsonl.gz", "rt", encoding="utf-8") as fh:
             pool = records_from_t0([json.loads(line) for line in fh])
-        pick = np.random.default_rng(T0_POOL_SEED).choice(len(pool), T0_POOL, replace=False)
+        if t0_pool <= 0 or t0_pool >= len(pool):
+            return pool
+        pick = np.random.default_rng(T0_POOL_SEED).choice(len(pool), t0_pool, replace=False)
         return [pool[i] for i in sorted(pick.tolist())]
     raise SystemExit(f"unknown corpus {name!r} (choose from {', '.join(CORPORA)})")
 
@@ -67,7 +70,9 @@ def main() -> None:
     ap.add_argument("--corpora", nargs="+", default=list(CORPORA))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--randoms", type=int, default=10, help="random rounds per corpus and seed")
-    ap.add_argument("--random-n", type=int, default=None, help="random rounds' size a side (default: the corpus's)")
+    ap.add_argument(
+        "--random-n", type=int, default=None, help="random rounds' size a side (default: the corpus's)"
+    )
     ap.add_argument("--model", default=None, help="local model dir (default: bundled MiniLM)")
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--cache-dir", default=str(ROOT / ".auditor" / "cache"))
@@ -75,6 +80,25 @@ def main() -> None:
     ap.add_argument("--scenarios", nargs="+", default=None, help="only these (default: all)")
     ap.add_argument("--baseline", action="store_true", help="also run the lexical baseline")
     ap.add_argument("--json", default=None, help="also write the rows as JSON here")
+    ap.add_argument(
+        "--t0-pool",
+        type=int,
+        default=T0_POOL,
+        help=f"T0 pool: a seeded sample of this many records (default {T0_POOL}; 0: all 14,848, "
+        "which lets the x2 boost of a small topic run at a larger size)",
+    )
+    ap.add_argument(
+        "--x2-n",
+        type=int,
+        default=None,
+        help="x2 boosts' size a side (default: the largest the topic supplies)",
+    )
+    ap.add_argument(
+        "--trigger-n",
+        type=int,
+        default=None,
+        help="trigger scenarios' size a side (default 2,000 or the pool's half)",
+    )
     args = ap.parse_args()
 
     encoder = load_encoder(args.model, device="cpu")
@@ -84,11 +108,18 @@ def main() -> None:
     print(f"model: {encoder.name}   rules: {rules.path}")
     for corpus_name in args.corpora:
         corpus = CORPORA[corpus_name]
-        pool = load_pool(corpus_name, Path(args.data))
-        suite = corpus_scenarios(corpus, randoms=args.randoms, random_n=args.random_n)
-        names = [s for s in suite if args.scenarios is None or s in args.scenarios or
-                 (s.startswith("random_") and "random" in args.scenarios)]
-        tn = min(corpus.trigger_n, len(pool) // 2)
+        pool = load_pool(corpus_name, Path(args.data), args.t0_pool)
+        suite = corpus_scenarios(
+            corpus, randoms=args.randoms, random_n=args.random_n, x2_n=args.x2_n, trigger_n=args.trigger_n
+        )
+        names = [
+            s
+            for s in suite
+            if args.scenarios is None
+            or s in args.scenarios
+            or (s.startswith("random_") and "random" in args.scenarios)
+        ]
+        tn = min(args.trigger_n or corpus.trigger_n, len(pool) // 2)
         print(f"\n## {corpus_name} (pool {len(pool)}, n = {corpus.n} a side; trigger scenarios {tn} a side)")
         if tn < 2000:
             # issue 11 sizes 0.5% as 10 of 2,000; say plainly what this pool allows instead
@@ -140,8 +171,10 @@ def main() -> None:
                     )
                     secs = time.perf_counter() - t0
                     bl = localisation(found, sc)
-                    ok = (status != "fail") if not sc.is_attack else (
-                        status == "fail" and bl.precision >= 0.5 and bl.recall >= 0.5
+                    ok = (
+                        (status != "fail")
+                        if not sc.is_attack
+                        else (status == "fail" and bl.precision >= 0.5 and bl.recall >= 0.5)
                     )
                     row["baseline"] = {
                         "status": status,
